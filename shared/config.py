@@ -1,0 +1,198 @@
+"""Settings from the environment, validated once at start (SPEC 9)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from .targets import AllowList, parse_allowlist
+
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the processes read from the environment."""
+
+    database_url: str
+    broker_url: str
+    redis_url: str | None
+    admin_token: str
+    jwt_secret: str | None
+    encryption_key: str
+    retry_schedule: tuple[int, ...]
+    allow_private_targets: AllowList
+    preconfigured_base_url: str | None
+    max_payload_bytes: int
+    disable_after_hours: float
+    retention_days: int
+    init_max_retries: int
+    data_dir: Path
+    log_format: str = "text"
+    worker_concurrency: int = 64
+    embedded: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def uses_redis(self) -> bool:
+        """True when the broker is Redis (production), false on the embedded broker."""
+        return self.broker_url.startswith(("redis://", "rediss://"))
+
+
+def _int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _retry_schedule(env: dict[str, str]) -> tuple[int | float, ...]:
+    raw = env.get("WEBHOOKS_RETRY_SCHEDULE", "").strip()
+    if not raw:
+        return DEFAULT_RETRY_SCHEDULE
+    values = []
+    for part in raw.split(","):
+        try:
+            value = float(part.strip())
+        except ValueError:
+            raise ConfigError(
+                f"WEBHOOKS_RETRY_SCHEDULE must be comma-separated seconds, got {part.strip()!r}"
+            ) from None
+        if not 0 < value <= 7 * 86400:
+            raise ConfigError(
+                f"WEBHOOKS_RETRY_SCHEDULE entries must be between 0 and 604800 seconds, got {part}"
+            )
+        values.append(int(value) if value.is_integer() else value)
+    return tuple(values)
+
+
+def _persisted_secret(data_dir: Path, name: str, make: callable) -> str:
+    """A development secret kept in the data directory so that every local process agrees."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise ConfigError naming the first bad variable."""
+    env = dict(os.environ if environ is None else environ)
+    data_dir = Path(env.get("WEBHOOKS_DATA_DIR") or ".webhooks").resolve()
+
+    database_url = env.get("DATABASE_URL", "").strip()
+    redis_url = env.get("REDIS_URL", "").strip() or None
+    embedded = not database_url and not redis_url
+    if not database_url:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        database_url = f"sqlite:///{data_dir / 'webhooks.db'}"
+    for plain in ("postgres://", "postgresql://"):
+        # SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme; we ship psycopg2.
+        if database_url.startswith(plain):
+            database_url = "postgresql+psycopg2://" + database_url[len(plain) :]
+    if not database_url.startswith(("postgresql", "sqlite")):
+        raise ConfigError(
+            f"DATABASE_URL must be a postgresql:// or sqlite:// URL, got {database_url!r}"
+        )
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redis_url!r}")
+
+    broker_url = env.get("CELERY_BROKER_URL", "").strip() or redis_url
+    if not broker_url:
+        # kombu's SQLAlchemy transport on a SQLite file: a broker with nothing to install.
+        data_dir.mkdir(parents=True, exist_ok=True)
+        broker_url = f"sqla+sqlite:///{data_dir / 'broker.db'}"
+
+    admin_token = env.get("WEBHOOKS_ADMIN_TOKEN", "").strip()
+    if not admin_token:
+        admin_token = _persisted_secret(data_dir, "admin-token", lambda: secrets.token_urlsafe(32))
+    elif len(admin_token) < 16:
+        raise ConfigError("WEBHOOKS_ADMIN_TOKEN must be at least 16 characters")
+
+    jwt_secret = env.get("WEBHOOKS_JWT_SECRET", "").strip() or None
+    if jwt_secret is not None and len(jwt_secret) < 16:
+        raise ConfigError("WEBHOOKS_JWT_SECRET must be at least 16 characters")
+
+    encryption_key = env.get("WEBHOOKS_ENCRYPTION_KEY", "").strip()
+    if not encryption_key:
+        encryption_key = _persisted_secret(
+            data_dir, "encryption-key", lambda: Fernet.generate_key().decode()
+        )
+    try:
+        Fernet(encryption_key.encode())
+    except (ValueError, TypeError):
+        raise ConfigError(
+            "WEBHOOKS_ENCRYPTION_KEY must be a Fernet key (URL-safe base64 of 32 bytes)"
+        ) from None
+
+    try:
+        allow = parse_allowlist(env.get("WEBHOOKS_ALLOW_PRIVATE_TARGETS"))
+    except ValueError as exc:
+        raise ConfigError(f"WEBHOOKS_ALLOW_PRIVATE_TARGETS: {exc}") from None
+
+    base_url = env.get("WEBHOOKS_PRECONFIGURED_BASE_URL", "").strip() or None
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ConfigError("WEBHOOKS_PRECONFIGURED_BASE_URL must be an http:// or https:// URL")
+
+    log_format = env.get("WEBHOOKS_LOG_FORMAT", "text").strip() or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigError("WEBHOOKS_LOG_FORMAT must be 'text' or 'json'")
+
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        redis_url=redis_url,
+        admin_token=admin_token,
+        jwt_secret=jwt_secret,
+        encryption_key=encryption_key,
+        retry_schedule=_retry_schedule(env),
+        allow_private_targets=allow,
+        preconfigured_base_url=base_url.rstrip("/") if base_url else None,
+        max_payload_bytes=_int(
+            env, "WEBHOOKS_MAX_PAYLOAD_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024
+        ),
+        disable_after_hours=_float(env, "WEBHOOKS_DISABLE_AFTER_HOURS", 120.0, 0.0001, 24 * 365),
+        retention_days=_int(env, "WEBHOOKS_RETENTION_DAYS", 30, 1, 3650),
+        init_max_retries=_int(env, "WEBHOOKS_INIT_MAX_RETRIES", 10, 0, 1000),
+        data_dir=data_dir,
+        log_format=log_format,
+        worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 64, 1, 1000),
+        embedded=embedded,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded on first use."""
+    return load_settings()

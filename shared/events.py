@@ -1,0 +1,631 @@
+"""Event catalog and the name mapping between the three faces (SPEC 4.1).
+
+The platform reports canonical (Daytona) events. Each one is also known by a
+`/v1` (ScaleBox) name and an E2B label, some of them only under a condition
+on the event's states. This module says which names an event has, whether
+an endpoint's subscriptions match it, which name a delivery carries, and
+which subscription lists each face accepts. It is pure: no database, Flask
+or Celery.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from shared.errors import Forbidden, Invalid
+
+# The documented Daytona examples all use this instant; the other examples
+# reuse it so that every example in the catalog reads alike.
+_EXAMPLE_TIME = "2025-12-19T10:30:00.000Z"
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One canonical event type of the catalog and its names on the other faces."""
+
+    name: str
+    description: str
+    category: str
+    account_level: bool
+    v1_types: tuple[str, ...]
+    e2b_labels: tuple[str, ...]
+    fields: tuple[str, ...]
+    # Excluded from hashing and comparison: a dict is neither hashable nor a
+    # part of the type's identity.
+    example: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def _sandbox(
+    name: str,
+    description: str,
+    fields: tuple[str, ...],
+    example: dict[str, Any],
+    *,
+    v1: tuple[str, ...] = (),
+    e2b: tuple[str, ...] = (),
+) -> EventType:
+    return EventType(name, description, "sandbox", False, v1, e2b, fields, example)
+
+
+def _plain(
+    name: str,
+    category: str,
+    description: str,
+    fields: tuple[str, ...],
+    example: dict[str, Any],
+    *,
+    v1: tuple[str, ...] = (),
+) -> EventType:
+    return EventType(name, description, category, False, v1, (), fields, example)
+
+
+def _account(name: str, description: str, example: dict[str, Any]) -> EventType:
+    # Account-level types keep the same name on /v1 (SPEC 4.1, last row).
+    fields = tuple(key for key in example if key not in ("id", "organizationId"))
+    return EventType(name, description, "account", True, (name,), (), fields, example)
+
+
+def _money(resource_id: str, amount: str, status: str) -> dict[str, Any]:
+    return {
+        "id": resource_id,
+        "organizationId": "org123",
+        "amount": amount,
+        "currency": "USD",
+        "status": status,
+        "createdAt": _EXAMPLE_TIME,
+    }
+
+
+_AUDIT_FIELDS = ("actorId", "action", "targetType", "targetId", "statusCode")
+
+_TYPES: tuple[EventType, ...] = (
+    # The seven examples documented by Daytona are copied value for value and
+    # key for key (snapshot and volume examples put `name` before
+    # `organizationId`), so a daytona-format receiver sees exactly the docs.
+    _sandbox(
+        "sandbox.created",
+        "A new sandbox has been created",
+        ("state", "class", "createdAt"),
+        {
+            "id": "sandbox123",
+            "organizationId": "org123",
+            "state": "started",
+            "class": "small",
+            "createdAt": _EXAMPLE_TIME,
+        },
+        v1=("sandbox.created",),
+        e2b=("create",),
+    ),
+    _sandbox(
+        "sandbox.state.updated",
+        "A sandbox's state has changed",
+        ("oldState", "newState", "updatedAt"),
+        {
+            "id": "sandbox123",
+            "organizationId": "org123",
+            "oldState": "started",
+            "newState": "stopped",
+            "updatedAt": _EXAMPLE_TIME,
+        },
+        v1=(
+            "sandbox.started",
+            "sandbox.resumed",
+            "sandbox.stopped",
+            "sandbox.paused",
+            "sandbox.terminated",
+            "sandbox.failed",
+        ),
+        e2b=("resume", "pause", "kill"),
+    ),
+    _sandbox(
+        "sandbox.updated",
+        "A sandbox's configuration has changed",
+        ("updatedAt", "changes"),
+        {
+            "id": "sandbox123",
+            "organizationId": "org123",
+            "updatedAt": _EXAMPLE_TIME,
+            "changes": {"class": {"old": "small", "new": "medium"}},
+        },
+        e2b=("update",),
+    ),
+    _sandbox(
+        "sandbox.desired-state.updated",
+        "A sandbox's desired state has changed",
+        ("oldDesiredState", "newDesiredState", "updatedAt"),
+        {
+            "id": "sandbox123",
+            "organizationId": "org123",
+            "oldDesiredState": "started",
+            "newDesiredState": "stopped",
+            "updatedAt": _EXAMPLE_TIME,
+        },
+    ),
+    _sandbox(
+        "sandbox.project_switched",
+        "A sandbox has moved to another project",
+        ("oldProject", "newProject", "updatedAt"),
+        {
+            "id": "sandbox123",
+            "organizationId": "org123",
+            "oldProject": "project123",
+            "newProject": "project456",
+            "updatedAt": _EXAMPLE_TIME,
+        },
+        v1=("sandbox.project_switched",),
+    ),
+    _plain(
+        "snapshot.created",
+        "snapshot",
+        "A new snapshot has been created",
+        ("name", "state", "createdAt"),
+        {
+            "id": "snapshot123",
+            "name": "my-snapshot",
+            "organizationId": "org123",
+            "state": "active",
+            "createdAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "snapshot.state.updated",
+        "snapshot",
+        "A snapshot's state has changed",
+        ("name", "oldState", "newState", "updatedAt"),
+        {
+            "id": "snapshot123",
+            "name": "my-snapshot",
+            "organizationId": "org123",
+            "oldState": "building",
+            "newState": "active",
+            "updatedAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "snapshot.removed",
+        "snapshot",
+        "A snapshot has been removed",
+        ("name", "removedAt"),
+        {
+            "id": "snapshot123",
+            "name": "my-snapshot",
+            "organizationId": "org123",
+            "removedAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "volume.created",
+        "volume",
+        "A new volume has been created",
+        ("name", "state", "createdAt"),
+        {
+            "id": "vol-12345678",
+            "name": "my-volume",
+            "organizationId": "org123",
+            "state": "ready",
+            "createdAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "volume.state.updated",
+        "volume",
+        "A volume's state has changed",
+        ("name", "oldState", "newState", "updatedAt"),
+        {
+            "id": "vol-12345678",
+            "name": "my-volume",
+            "organizationId": "org123",
+            "oldState": "creating",
+            "newState": "ready",
+            "updatedAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "volume.lastUsedAt.updated",
+        "volume",
+        "A volume has been used",
+        ("name", "lastUsedAt"),
+        {
+            "id": "vol-12345678",
+            "name": "my-volume",
+            "organizationId": "org123",
+            "lastUsedAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "audit-log.created",
+        "audit-log",
+        "An audit log entry has been recorded",
+        (*_AUDIT_FIELDS, "createdAt"),
+        {
+            "id": "auditlog123",
+            "organizationId": "org123",
+            "actorId": "user123",
+            "action": "create",
+            "targetType": "sandbox",
+            "targetId": "sandbox123",
+            "statusCode": 201,
+            "createdAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "audit-log.updated",
+        "audit-log",
+        "An audit log entry has been completed or amended",
+        (*_AUDIT_FIELDS, "updatedAt"),
+        {
+            "id": "auditlog123",
+            "organizationId": "org123",
+            "actorId": "user123",
+            "action": "delete",
+            "targetType": "sandbox",
+            "targetId": "sandbox123",
+            "statusCode": 200,
+            "updatedAt": _EXAMPLE_TIME,
+        },
+    ),
+    _plain(
+        "template.uploaded",
+        "template",
+        "A new template has been uploaded",
+        ("name", "createdAt"),
+        {
+            "id": "template123",
+            "organizationId": "org123",
+            "name": "my-template",
+            "createdAt": _EXAMPLE_TIME,
+        },
+        v1=("template.uploaded",),
+    ),
+    _plain(
+        "template.deleted",
+        "template",
+        "A template has been deleted",
+        ("name", "deletedAt"),
+        {
+            "id": "template123",
+            "organizationId": "org123",
+            "name": "my-template",
+            "deletedAt": _EXAMPLE_TIME,
+        },
+        v1=("template.deleted",),
+    ),
+    _account(
+        "payment.succeeded",
+        "A payment has gone through",
+        _money("payment123", "49.00", "succeeded"),
+    ),
+    _account(
+        "payment.failed", "A payment has been declined", _money("payment123", "49.00", "failed")
+    ),
+    _account(
+        "subscription.created",
+        "A subscription has started",
+        _money("subscription123", "49.00", "active"),
+    ),
+    _account(
+        "subscription.updated",
+        "A subscription's plan or status has changed",
+        _money("subscription123", "99.00", "active"),
+    ),
+    _account(
+        "subscription.cancelled",
+        "A subscription has been cancelled",
+        _money("subscription123", "99.00", "cancelled"),
+    ),
+    _account(
+        "budget.threshold_reached",
+        "Spending has reached a budget's alert threshold",
+        _money("budget123", "80.00", "threshold_reached"),
+    ),
+    _account(
+        "budget.exceeded",
+        "Spending has gone over a budget",
+        _money("budget123", "100.00", "exceeded"),
+    ),
+)
+
+CATALOG: dict[str, EventType] = {event_type.name: event_type for event_type in _TYPES}
+
+ACCOUNT_LEVEL_TYPES: frozenset[str] = frozenset(
+    event_type.name for event_type in _TYPES if event_type.account_level
+)
+
+V1_EVENT_TYPES: frozenset[str] = frozenset(
+    name for event_type in _TYPES for name in event_type.v1_types
+)
+
+# The labels of E2B's sandbox lifecycle webhooks, in the order E2B lists them.
+E2B_LABELS: tuple[str, ...] = ("create", "kill", "update", "pause", "resume")
+
+# Every name the catalog knows, in any face's vocabulary.
+CATALOG_NAMES: frozenset[str] = frozenset({*CATALOG, *V1_EVENT_TYPES, *E2B_LABELS})
+_CATALOG_NAMES_LOWER = frozenset(name.lower() for name in CATALOG_NAMES)
+
+# Limits on one subscription list of /api/webhooks: generous for any real
+# use, small enough that matching stays cheap on every event.
+MAX_SUBSCRIPTIONS = 100
+MAX_EVENT_TYPE_LENGTH = 128
+
+# Custom names: lowercase dot-separated segments, at least two, so that a
+# custom name can never look like an E2B label or a wildcard.
+_CUSTOM_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)+")
+# Wildcard prefixes may hold capitals so that `volume.lastUsedAt.*` is valid.
+_WILDCARD = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.\*")
+
+_ACCOUNT_LEVEL_MESSAGE = (
+    "Account-level event types require a root user and an account-scoped webhook"
+)
+
+
+class PreconfiguredCategory(NamedTuple):
+    """An endpoint the service creates for every organization (SPEC 6.2)."""
+
+    category: str
+    event_types: list[str]
+    description: str
+
+
+PRECONFIGURED_CATEGORIES: list[PreconfiguredCategory] = [
+    PreconfiguredCategory(
+        "sandbox-events",
+        ["sandbox.*"],
+        "Every sandbox event: creation, state and configuration changes",
+    ),
+    PreconfiguredCategory(
+        "snapshot-events",
+        ["snapshot.*"],
+        "Every snapshot event: creation, state changes and removal",
+    ),
+    PreconfiguredCategory(
+        "volume-events", ["volume.*"], "Every volume event: creation, state changes and use"
+    ),
+    PreconfiguredCategory(
+        "audit-events", ["audit-log.*"], "Every audit log entry, for compliance and review"
+    ),
+    PreconfiguredCategory(
+        "all-events", ["*"], "Every event of the organization except account-level ones"
+    ),
+]
+
+
+@dataclass(frozen=True)
+class EventNames:
+    """Every name one event goes by: canonical, /v1 (least to most specific), E2B."""
+
+    canonical: str
+    v1: tuple[str, ...] = ()
+    e2b: str | None = None
+    account_level: bool = False
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every name of the event, each once: canonical, then /v1, then E2B."""
+        names = [self.canonical, *self.v1]
+        if self.e2b is not None:
+            names.append(self.e2b)
+        return tuple(dict.fromkeys(names))
+
+
+def _state(value: Any) -> str | None:
+    # Platforms report states in either case ("STARTED" in Daytona's own
+    # README, "started" in its docs); the table compares them lowercased.
+    if value is None:
+        return None
+    return str(value).strip().lower()
+
+
+def _state_update_names(fields: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    new_state = _state(fields.get("newState"))
+    old_state = _state(fields.get("oldState"))
+    if new_state == "started":
+        if old_state == "paused":
+            return ("sandbox.started", "sandbox.resumed"), "resume"
+        return ("sandbox.started",), None
+    if new_state == "stopped":
+        return ("sandbox.stopped",), None
+    if new_state == "paused":
+        return ("sandbox.paused",), "pause"
+    if new_state in ("destroyed", "terminated"):
+        return ("sandbox.terminated",), "kill"
+    if new_state in ("error", "build_failed", "failed"):
+        return ("sandbox.failed",), None
+    return (), None
+
+
+def resolve_names(event_type: str, fields: dict[str, Any]) -> EventNames:
+    """Apply the SPEC 4.1 condition table: every name an event goes by."""
+    catalog_type = CATALOG.get(event_type)
+    if catalog_type is None:
+        return EventNames(canonical=event_type)
+    if event_type == "sandbox.state.updated":
+        v1, e2b = _state_update_names(fields)
+    else:
+        v1 = catalog_type.v1_types
+        e2b = catalog_type.e2b_labels[0] if catalog_type.e2b_labels else None
+    return EventNames(event_type, v1, e2b, catalog_type.account_level)
+
+
+def _entry_matches(entry: str, name: str, *, exact_only: bool) -> bool:
+    entry = entry.lower()
+    name = name.lower()
+    if entry == name:
+        return True
+    if exact_only:
+        return False
+    if entry == "*":
+        return True
+    return entry.endswith(".*") and name.startswith(entry[:-1])
+
+
+def _subscribed(subscriptions: list[str], name: str, *, exact_only: bool) -> bool:
+    return any(_entry_matches(entry, name, exact_only=exact_only) for entry in subscriptions)
+
+
+def matches_subscription(subscriptions: list[str], names: EventNames) -> bool:
+    """Whether an endpoint with these subscriptions receives the event."""
+    # SPEC 3: account-level types are subscribed only by name; `*`, `x.*`
+    # and the empty list never reach them.
+    if names.account_level:
+        return any(_subscribed(subscriptions, name, exact_only=True) for name in names.all)
+    if not subscriptions:
+        return True
+    return any(_subscribed(subscriptions, name, exact_only=False) for name in names.all)
+
+
+def delivery_name(subscriptions: list[str], names: EventNames, payload_format: str) -> str | None:
+    """The name a delivery to this endpoint carries, or None if it gets no delivery."""
+    if payload_format == "e2b":
+        return _e2b_delivery_name(subscriptions, names)
+    if not matches_subscription(subscriptions, names):
+        return None
+    if payload_format == "envelope":
+        if not names.v1:
+            return names.canonical
+        # SPEC 5: one delivery per endpoint, typed with the most specific
+        # name the endpoint asked for (sandbox.resumed over sandbox.started).
+        exact_only = names.account_level
+        for name in reversed(names.v1):
+            if _subscribed(subscriptions, name, exact_only=exact_only):
+                return name
+        # Matched through the canonical name, an E2B label, a wildcard or the
+        # empty list: the most specific /v1 name says the most.
+        return names.v1[-1]
+    return names.canonical
+
+
+def _e2b_delivery_name(subscriptions: list[str], names: EventNames) -> str | None:
+    # An E2B receiver expects one of the five lifecycle labels. A catalog
+    # event without a label (a stop, a snapshot, a payment) reaches an e2b
+    # endpoint only when it names the canonical type exactly, never through
+    # a wildcard or the empty list; the team hook stores labels only, so in
+    # practice it receives labelled events alone. Custom events never go to
+    # e2b endpoints (SPEC 4.2).
+    if names.canonical not in CATALOG:
+        return None
+    if names.e2b is not None:
+        return names.e2b if matches_subscription(subscriptions, names) else None
+    if _subscribed(subscriptions, names.canonical, exact_only=True):
+        return names.canonical
+    return None
+
+
+def _describe(item: Any) -> str:
+    text = item if isinstance(item, str) else repr(item)
+    if len(text) > MAX_EVENT_TYPE_LENGTH:
+        # Keep the error message readable when someone sends a huge string.
+        return text[:MAX_EVENT_TYPE_LENGTH] + "..."
+    return text
+
+
+def _check_account_level(names: list[str], *, is_root: bool, scope: str) -> None:
+    if not any(name in ACCOUNT_LEVEL_TYPES for name in names):
+        return
+    if not is_root:
+        raise Forbidden(_ACCOUNT_LEVEL_MESSAGE)
+    if scope != "account":
+        # The caller may subscribe them, just not on this endpoint: a bad
+        # request, not a missing permission.
+        raise Invalid(_ACCOUNT_LEVEL_MESSAGE)
+
+
+def validate_v1_event_types(event_types: list[Any], *, is_root: bool, scope: str) -> list[str]:
+    """Check a /v1 subscription list: a non-empty list of /v1 names, deduplicated."""
+    if not isinstance(event_types, list) or not event_types:
+        raise Invalid("event_types must be a non-empty list")
+    for item in event_types:
+        if not isinstance(item, str) or item not in V1_EVENT_TYPES:
+            raise Invalid(f"Invalid event type: {_describe(item)}")
+    names = list(dict.fromkeys(event_types))
+    _check_account_level(names, is_root=is_root, scope=scope)
+    return names
+
+
+def _is_valid_subscription(name: str) -> bool:
+    if name == "*" or name in CATALOG_NAMES:
+        return True
+    return bool(_WILDCARD.fullmatch(name) or _CUSTOM_NAME.fullmatch(name))
+
+
+def validate_event_types(event_types: list[Any], *, is_root: bool, scope: str) -> list[str]:
+    """Check an /api/webhooks subscription list (empty means every event), deduplicated."""
+    if not isinstance(event_types, list):
+        raise Invalid("eventTypes must be a list of event type names")
+    if len(event_types) > MAX_SUBSCRIPTIONS:
+        raise Invalid(f"eventTypes may hold at most {MAX_SUBSCRIPTIONS} entries")
+    for item in event_types:
+        if (
+            not isinstance(item, str)
+            or len(item) > MAX_EVENT_TYPE_LENGTH
+            or not _is_valid_subscription(item)
+        ):
+            raise Invalid(f"Invalid event type: {_describe(item)}")
+    names = list(dict.fromkeys(event_types))
+    _check_account_level(names, is_root=is_root, scope=scope)
+    return names
+
+
+def validate_e2b_events(events: list[Any]) -> list[str]:
+    """Check a team hook's `events`: a non-empty subset of the E2B labels, deduplicated."""
+    allowed = ", ".join(E2B_LABELS)
+    if not isinstance(events, list) or not events:
+        raise Invalid(f"events must be a non-empty list of: {allowed}")
+    for item in events:
+        if not isinstance(item, str) or item not in E2B_LABELS:
+            raise Invalid(f"Invalid event: {_describe(item)} (allowed: {allowed})")
+    return list(dict.fromkeys(events))
+
+
+def is_custom_event_name(name: str) -> bool:
+    """Whether a custom send may use this name: well formed and not a catalog name."""
+    if not isinstance(name, str) or len(name) > MAX_EVENT_TYPE_LENGTH:
+        return False
+    if not _CUSTOM_NAME.fullmatch(name):
+        return False
+    # Matching is case-insensitive, so a lowercased catalog name
+    # (volume.lastusedat.updated) would reach that type's subscribers.
+    return name not in _CATALOG_NAMES_LOWER
+
+
+# Every name a test event may be asked for, mapped to its canonical type and
+# the states that make resolve_names() give that name.
+_STATE_EXAMPLES: dict[str, tuple[str, str]] = {
+    "sandbox.started": ("stopped", "started"),
+    "sandbox.resumed": ("paused", "started"),
+    "resume": ("paused", "started"),
+    "sandbox.stopped": ("started", "stopped"),
+    "sandbox.paused": ("started", "paused"),
+    "pause": ("started", "paused"),
+    "sandbox.terminated": ("stopped", "destroyed"),
+    "kill": ("stopped", "destroyed"),
+    "sandbox.failed": ("starting", "error"),
+}
+
+
+def example_event(name: str, *, organization_id: str) -> tuple[str, dict[str, Any]]:
+    """The canonical type and example fields of a catalog name in any vocabulary."""
+    if name in _STATE_EXAMPLES:
+        old_state, new_state = _STATE_EXAMPLES[name]
+        fields = copy.deepcopy(CATALOG["sandbox.state.updated"].example)
+        fields.update(oldState=old_state, newState=new_state)
+        canonical = "sandbox.state.updated"
+    else:
+        canonical = next(
+            (
+                event_type.name
+                for event_type in _TYPES
+                if name == event_type.name
+                or name in event_type.v1_types
+                or name in event_type.e2b_labels
+            ),
+            None,
+        )
+        if canonical is None:
+            raise Invalid(f"Invalid event type: {_describe(name)}")
+        # A copy, so that a caller changing it cannot change the catalog.
+        fields = copy.deepcopy(CATALOG[canonical].example)
+    fields["organizationId"] = organization_id
+    return canonical, fields

@@ -1,0 +1,27 @@
+"""The schema: one module per table family."""
+
+from .base import Base, new_id, utcnow
+from .endpoints import Endpoint
+from .messages import Attempt, Delivery, Message
+from .organizations import (
+    ApiKey,
+    Application,
+    Organization,
+    OrganizationInitialization,
+    User,
+)
+
+__all__ = [
+    "ApiKey",
+    "Application",
+    "Attempt",
+    "Base",
+    "Delivery",
+    "Endpoint",
+    "Message",
+    "Organization",
+    "OrganizationInitialization",
+    "User",
+    "new_id",
+    "utcnow",
+]

@@ -1,0 +1,57 @@
+"""Endpoints: where an organization's messages are delivered."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, JSONType, UTCDateTime, utcnow
+
+
+class Endpoint(Base):
+    """A receiver URL with its subscriptions, format, limits and (encrypted) signing secrets."""
+
+    __tablename__ = "endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    # Null for account-scoped endpoints.
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    scope: Mapped[str] = mapped_column(String(16), default="user")
+    url: Mapped[str] = mapped_column(String(2048))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    event_types: Mapped[list] = mapped_column(JSONType, default=list)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload_format: Mapped[str] = mapped_column(String(16), default="envelope")
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=30)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    # Preconfigured category (sandbox-events, ...), "team-hook", or null.
+    category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    previous_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Start of the current run of consecutive failures (auto-disable clock); null when healthy.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Endpoints are soft-deleted so that their deliveries and attempts stay on record.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_endpoints_org_live", "organization_id", "created_at"),
+        # One team hook per organization (SPEC 6.3), and one endpoint per preconfigured category.
+        Index(
+            "uq_endpoints_org_category",
+            "organization_id",
+            "category",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL AND category IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NULL AND category IS NOT NULL"),
+        ),
+    )

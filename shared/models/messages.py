@@ -1,0 +1,112 @@
+"""Messages, their per-endpoint deliveries, and every attempt made."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, JSONType, UTCDateTime, utcnow
+
+
+class Message(Base):
+    """One reported event or one custom send, as accepted."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    # Canonical catalog type or a custom name.
+    event_type: Mapped[str] = mapped_column(String(128))
+    # The caller's idempotency key, unique per organization.
+    event_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # The event's fields as reported (without event/timestamp), or the custom payload.
+    payload: Mapped[dict] = mapped_column(JSONType)
+    # The payloads' timestamp, formatted once (ISO 8601 UTC with milliseconds).
+    timestamp: Mapped[str] = mapped_column(String(40))
+    custom: Mapped[bool] = mapped_column(Boolean, default=False)
+    test: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A test message goes to this endpoint only, whatever it subscribes to.
+    target_endpoint_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # Set once the deliveries exist; null means the fan-out is still owed.
+    fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("organization_id", "event_id", name="uq_messages_org_event_id"),
+        Index("ix_messages_org_created", "organization_id", "created_at", "id"),
+        Index("ix_messages_org_type_created", "organization_id", "event_type", "created_at"),
+        Index("ix_messages_fanout_owed", "fanned_out_at", "created_at"),
+        Index("ix_messages_created", "created_at"),
+    )
+
+
+class Delivery(Base):
+    """A message on its way to one endpoint: the truth about what is due."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    organization_id: Mapped[str] = mapped_column(String(40))
+    # The name this delivery carries in its endpoint's format.
+    event_type: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # Scheduled tries made so far; try n is the n-th automatic attempt.
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Manual and test attempts, which do not count against max_attempts.
+    extra_attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A worker holds the try until then; an expired lease means the worker died.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When a task for the current try was last handed to the broker (null: not yet).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    http_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("message_id", "endpoint_id", name="uq_deliveries_message_endpoint"),
+        Index("ix_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_deliveries_endpoint_status", "endpoint_id", "status"),
+        Index("ix_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_org_status", "organization_id", "status", "message_id"),
+    )
+
+
+class Attempt(Base):
+    """One HTTP request made for a delivery, whatever its outcome."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[str] = mapped_column(String(40))
+    organization_id: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(16))
+    # The scheduled try this attempt was (null for manual and test attempts).
+    try_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        # A redelivered task can never record a second attempt for the same scheduled try.
+        UniqueConstraint("delivery_id", "try_number", name="uq_attempts_delivery_try"),
+        Index("ix_attempts_message_created", "message_id", "created_at"),
+        Index("ix_attempts_delivery", "delivery_id"),
+        Index("ix_attempts_created", "created_at"),
+    )

@@ -1,0 +1,54 @@
+"""Handing work to the broker without importing Celery into the services.
+
+The worker package installs the real sender (Celery's ``send_task``) when the
+api or the worker starts. A failed enqueue is logged, never raised: the row is
+already committed, and beat's sweep finds work whose task never arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from .db import after_commit
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[str, Sequence[Any], float | None, datetime | None], None]
+_sender: Sender | None = None
+
+
+def configure(sender: Sender | None) -> None:
+    """Install the function that puts a task on the broker."""
+    global _sender
+    _sender = sender
+
+
+def enqueue(
+    task: str, *args: Any, countdown: float | None = None, eta: datetime | None = None
+) -> bool:
+    """Send a task now; False (and a log line) when the broker refuses it."""
+    if _sender is None:
+        log.warning("no broker configured; %s left to the sweep", task)
+        return False
+    try:
+        _sender(task, args, countdown, eta)
+    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweep
+        log.warning("enqueue of %s failed (%s); beat's sweep will recover it", task, exc)
+        return False
+    return True
+
+
+def enqueue_after_commit(
+    session: Session,
+    task: str,
+    *args: Any,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+) -> None:
+    """Send a task once the session's transaction has committed."""
+    after_commit(session, lambda: enqueue(task, *args, countdown=countdown, eta=eta))

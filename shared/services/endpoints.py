@@ -1,0 +1,362 @@
+"""Endpoints: create, read, change, delete, rotate secrets, and their delivery stats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from .. import events
+from ..config import get_settings
+from ..crypto import decrypt, encrypt, new_signing_secret
+from ..errors import Forbidden, Invalid, NotFound
+from ..models import Delivery, Endpoint, new_id, utcnow
+from ..targets import validate_target_url
+from .auth import Principal
+
+PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
+SCOPES = ("user", "account")
+# SPEC 5: a rotated-out secret keeps signing alongside the new one for a day.
+ROTATION_OVERLAP = timedelta(hours=24)
+TIMEOUT_RANGE = (5, 300)
+RETRIES_RANGE = (0, 10)
+
+
+@dataclass
+class EndpointStats:
+    """Delivery figures of one endpoint, derived from its deliveries (no hot counter row)."""
+
+    total: int = 0
+    successful: int = 0
+    failed: int = 0
+    pending: int = 0
+    last_delivery_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+
+
+def _visible(principal: Principal):
+    """The SQL condition for endpoints this principal may see (SPEC 3)."""
+    cond = (Endpoint.organization_id == principal.organization_id) & Endpoint.deleted_at.is_(None)
+    if not principal.is_admin:
+        cond &= or_(Endpoint.user_id == principal.user_id, Endpoint.scope == "account")
+    return cond
+
+
+def get_endpoint(session: Session, *, principal: Principal, endpoint_id: str) -> Endpoint:
+    """An endpoint the caller can see, else NotFound."""
+    endpoint = session.scalars(
+        select(Endpoint).where(Endpoint.id == endpoint_id, _visible(principal))
+    ).first()
+    if endpoint is None:
+        raise NotFound(f"Webhook endpoint {endpoint_id} not found")
+    return endpoint
+
+
+def get_endpoint_for_change(
+    session: Session, *, principal: Principal, endpoint_id: str
+) -> Endpoint:
+    """An endpoint the caller may change: members only their own (403 when merely visible)."""
+    endpoint = get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
+    check_can_change(principal, endpoint)
+    return endpoint
+
+
+def check_can_change(principal: Principal, endpoint: Endpoint) -> None:
+    """Raise Forbidden unless the caller may change this endpoint."""
+    if principal.is_admin:
+        return
+    if endpoint.scope == "account" or endpoint.user_id != principal.user_id:
+        raise Forbidden("Only root or admin can change this webhook endpoint")
+
+
+def list_endpoints(
+    session: Session,
+    *,
+    principal: Principal,
+    offset: int = 0,
+    limit: int | None = None,
+    category: str | None = None,
+) -> tuple[list[Endpoint], int]:
+    """The endpoints the caller can see, oldest first, with the total count."""
+    cond = _visible(principal)
+    if category is not None:
+        cond &= Endpoint.category == category
+    total = session.scalar(select(func.count()).select_from(Endpoint).where(cond)) or 0
+    query = select(Endpoint).where(cond).order_by(Endpoint.created_at, Endpoint.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query)), total
+
+
+def endpoint_stats(session: Session, endpoint_ids: list[str]) -> dict[str, EndpointStats]:
+    """Delivery figures for many endpoints in one grouped query."""
+    stats = {eid: EndpointStats() for eid in endpoint_ids}
+    if not endpoint_ids:
+        return stats
+    rows = session.execute(
+        select(
+            Delivery.endpoint_id,
+            func.count(),
+            func.sum(case((Delivery.status == "delivered", 1), else_=0)),
+            func.sum(case((Delivery.status == "failed", 1), else_=0)),
+            func.sum(case((Delivery.status == "pending", 1), else_=0)),
+            func.max(Delivery.last_attempt_at),
+            func.max(Delivery.delivered_at),
+            func.max(Delivery.last_failure_at),
+        )
+        .where(Delivery.endpoint_id.in_(endpoint_ids))
+        .group_by(Delivery.endpoint_id)
+    )
+    from ..models.base import UTCDateTime
+
+    as_dt = UTCDateTime().process_result_value
+    dialect = session.get_bind().dialect
+    for eid, total, ok, failed, pending, last, last_ok, last_fail in rows:
+        stats[eid] = EndpointStats(
+            total=total,
+            successful=int(ok or 0),
+            failed=int(failed or 0),
+            pending=int(pending or 0),
+            last_delivery_at=_coerce_dt(as_dt, last, dialect),
+            last_success_at=_coerce_dt(as_dt, last_ok, dialect),
+            last_failure_at=_coerce_dt(as_dt, last_fail, dialect),
+        )
+    return stats
+
+
+def _coerce_dt(convert, value, dialect):
+    # Aggregates lose the column type on SQLite (they come back as strings).
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return convert(value, dialect)
+
+
+def _check_range(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise Invalid(f"{name} must be an integer between {lo} and {hi}")
+    return value
+
+
+def _check_text(name: str, value: object, max_len: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid(f"{name} must be a string")
+    if len(value) > max_len:
+        raise Invalid(f"{name} must be at most {max_len} characters")
+    return value
+
+
+def validate_subscriptions(
+    vocabulary: str, event_types: object, *, principal: Principal, scope: str
+) -> list[str]:
+    """Check a subscription list in the vocabulary of the face that writes it (SPEC 4.1)."""
+    if not isinstance(event_types, list) or not all(isinstance(e, str) for e in event_types):
+        raise Invalid("event types must be a list of strings")
+    if vocabulary == "v1":
+        return events.validate_v1_event_types(event_types, is_root=principal.is_root, scope=scope)
+    if vocabulary == "e2b":
+        return events.validate_e2b_events(event_types)
+    return events.validate_event_types(event_types, is_root=principal.is_root, scope=scope)
+
+
+def create_endpoint(
+    session: Session,
+    *,
+    principal: Principal,
+    url: str,
+    event_types: list[str],
+    vocabulary: str,
+    payload_format: str,
+    scope: str = "user",
+    description: str | None = None,
+    name: str | None = None,
+    timeout_seconds: int = 30,
+    max_retries: int = 3,
+    category: str | None = None,
+) -> tuple[Endpoint, str]:
+    """Create an endpoint; returns it with its signing secret (shown only now)."""
+    if scope not in SCOPES:
+        raise Invalid("scope must be 'user' or 'account'")
+    if scope == "account":
+        principal.require_admin()
+    if payload_format not in PAYLOAD_FORMATS:
+        raise Invalid(f"payload format must be one of {', '.join(PAYLOAD_FORMATS)}")
+    url = validate_target_url(url, get_settings().allow_private_targets)
+    subscriptions = validate_subscriptions(
+        vocabulary, event_types, principal=principal, scope=scope
+    )
+    secret = new_signing_secret()
+    now = utcnow()
+    endpoint = Endpoint(
+        id=new_id("whk"),
+        organization_id=principal.organization_id,
+        user_id=principal.user_id if scope == "user" else None,
+        scope=scope,
+        url=url,
+        name=_check_text("name", name, 200),
+        description=_check_text("description", description, 2000),
+        event_types=subscriptions,
+        is_active=True,
+        payload_format=payload_format,
+        timeout_seconds=_check_range("timeout_seconds", timeout_seconds, *TIMEOUT_RANGE),
+        max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
+        category=category,
+        secret_encrypted=encrypt(secret),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(endpoint)
+    session.flush()
+    return endpoint, secret
+
+
+# Fields update_endpoint accepts; each face maps its own names onto these.
+UPDATABLE = (
+    "url",
+    "event_types",
+    "is_active",
+    "description",
+    "name",
+    "timeout_seconds",
+    "max_retries",
+    "scope",
+    "payload_format",
+)
+
+
+def update_endpoint(
+    session: Session,
+    *,
+    principal: Principal,
+    endpoint_id: str,
+    vocabulary: str,
+    changes: dict,
+) -> Endpoint:
+    """Apply a partial update; validation happens before anything is written."""
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise Invalid(f"Unknown field: {sorted(unknown)[0]}")
+    endpoint = get_endpoint_for_change(session, principal=principal, endpoint_id=endpoint_id)
+    scope = changes.get("scope", endpoint.scope)
+    if scope not in SCOPES:
+        raise Invalid("scope must be 'user' or 'account'")
+    if scope == "account" and scope != endpoint.scope:
+        principal.require_admin()
+    values: dict = {}
+    if "url" in changes:
+        values["url"] = validate_target_url(changes["url"], get_settings().allow_private_targets)
+    if "event_types" in changes or scope != endpoint.scope:
+        values["event_types"] = validate_subscriptions(
+            vocabulary,
+            changes.get("event_types", endpoint.event_types),
+            principal=principal,
+            scope=scope,
+        )
+    if "is_active" in changes:
+        if not isinstance(changes["is_active"], bool):
+            raise Invalid("is_active must be a boolean")
+        values["is_active"] = changes["is_active"]
+    for field, max_len in (("description", 2000), ("name", 200)):
+        if field in changes:
+            values[field] = _check_text(field, changes[field], max_len)
+    if "timeout_seconds" in changes:
+        values["timeout_seconds"] = _check_range(
+            "timeout_seconds", changes["timeout_seconds"], *TIMEOUT_RANGE
+        )
+    if "max_retries" in changes:
+        values["max_retries"] = _check_range("max_retries", changes["max_retries"], *RETRIES_RANGE)
+    if "payload_format" in changes:
+        if changes["payload_format"] not in PAYLOAD_FORMATS:
+            raise Invalid(f"payload format must be one of {', '.join(PAYLOAD_FORMATS)}")
+        values["payload_format"] = changes["payload_format"]
+    if scope != endpoint.scope:
+        values["scope"] = scope
+        values["user_id"] = None if scope == "account" else principal.user_id
+
+    was_active = endpoint.is_active
+    for key, value in values.items():
+        setattr(endpoint, key, value)
+    if was_active and values.get("is_active") is False:
+        endpoint.disabled_reason = "Disabled by a user"
+        cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint disabled")
+    elif not was_active and values.get("is_active") is True:
+        endpoint.disabled_reason = None
+        endpoint.failing_since = None
+    endpoint.updated_at = utcnow()
+    session.flush()
+    return endpoint
+
+
+def delete_endpoint(session: Session, *, principal: Principal, endpoint_id: str) -> Endpoint:
+    """Soft-delete an endpoint (its history stays) and cancel its pending deliveries."""
+    endpoint = get_endpoint_for_change(session, principal=principal, endpoint_id=endpoint_id)
+    endpoint.deleted_at = utcnow()
+    endpoint.is_active = False
+    endpoint.updated_at = endpoint.deleted_at
+    cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint deleted")
+    session.flush()
+    return endpoint
+
+
+def disable_endpoint(session: Session, *, endpoint_id: str, reason: str) -> bool:
+    """Disable an endpoint on the service's own decision; False if it already was."""
+    now = utcnow()
+    result = session.execute(
+        update(Endpoint)
+        .where(Endpoint.id == endpoint_id, Endpoint.is_active.is_(True))
+        .values(is_active=False, disabled_reason=reason, updated_at=now)
+    )
+    if result.rowcount:
+        cancel_pending_deliveries(session, endpoint_id=endpoint_id, reason=reason)
+    return bool(result.rowcount)
+
+
+def cancel_pending_deliveries(session: Session, *, endpoint_id: str, reason: str) -> int:
+    """Mark every pending delivery of the endpoint cancelled; queued tasks then do nothing."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == "pending")
+        .values(
+            status="cancelled",
+            next_attempt_at=None,
+            error_message=reason,
+            updated_at=utcnow(),
+        )
+    )
+    return result.rowcount or 0
+
+
+def rotate_secret(session: Session, *, principal: Principal, endpoint_id: str) -> str:
+    """Replace the signing secret; the old one keeps signing for 24 hours."""
+    endpoint = get_endpoint_for_change(session, principal=principal, endpoint_id=endpoint_id)
+    secret = new_signing_secret()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
+    endpoint.secret_encrypted = encrypt(secret)
+    endpoint.updated_at = utcnow()
+    session.flush()
+    return secret
+
+
+def reveal_secret(session: Session, *, principal: Principal, endpoint_id: str) -> str:
+    """The current signing secret, for root only (SPEC 6.2)."""
+    principal.require_root()
+    endpoint = get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
+    return decrypt(endpoint.secret_encrypted)
+
+
+def signing_secrets(endpoint: Endpoint, *, now: datetime | None = None) -> list[str]:
+    """Every secret that signs right now: the current one, and the previous within 24 h."""
+    now = now or utcnow()
+    secrets = [decrypt(endpoint.secret_encrypted)]
+    if (
+        endpoint.previous_secret_encrypted
+        and endpoint.previous_secret_expires_at
+        and endpoint.previous_secret_expires_at > now
+    ):
+        secrets.append(decrypt(endpoint.previous_secret_encrypted))
+    return secrets

@@ -1,0 +1,442 @@
+"""Messages: accepting events and custom sends, fanning them out, and reading them back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .. import events, payloads
+from ..config import get_settings
+from ..errors import Conflict, Invalid, NotFound
+from ..models import Attempt, Delivery, Endpoint, Message, Organization, new_id, utcnow
+from ..queue import enqueue_after_commit
+from .auth import Principal
+from .endpoints import get_endpoint
+
+MAX_BATCH = 1000
+EVENT_ID_MAX = 256
+FANOUT_TASK = "webhooks.fanout"
+DELIVER_TASK = "webhooks.deliver"
+
+
+@dataclass
+class Accepted:
+    """The outcome of accepting one event: its message, and whether it was a repeat."""
+
+    message: Message
+    duplicate: bool
+
+
+def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
+    """An ISO 8601 time as aware UTC; Invalid otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"{field} must be an ISO 8601 date-time string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"{field} must be an ISO 8601 date-time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _check_event_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > EVENT_ID_MAX:
+        raise Invalid(f"eventId must be a non-empty string of at most {EVENT_ID_MAX} characters")
+    return value
+
+
+@dataclass
+class _Draft:
+    organization_id: str
+    event_type: str
+    event_id: str | None
+    payload: dict
+    timestamp: str
+    custom: bool = False
+    test: bool = False
+    target_endpoint_id: str | None = None
+
+
+def _validate_platform_event(raw: object, max_bytes: int) -> _Draft:
+    if not isinstance(raw, dict):
+        raise Invalid("an event must be a JSON object")
+    fields = dict(raw)
+    event_type = fields.pop("event", None)
+    if not isinstance(event_type, str) or not event_type:
+        raise Invalid("event is required")
+    if event_type not in events.CATALOG:
+        raise Invalid(f"Invalid event type: {event_type}")
+    org_id = fields.get("organizationId")
+    if not isinstance(org_id, str) or not org_id:
+        raise Invalid("organizationId is required")
+    resource_id = fields.get("id")
+    if not isinstance(resource_id, str) or not resource_id:
+        raise Invalid("id is required")
+    event_id = _check_event_id(fields.pop("eventId", None))
+    timestamp = fields.pop("timestamp", None)
+    stamp = payloads.format_timestamp(
+        parse_timestamp(timestamp) if timestamp is not None else utcnow()
+    )
+    if len(json.dumps(fields, separators=(",", ":"))) > max_bytes:
+        raise Invalid(f"event is larger than {max_bytes} bytes")
+    return _Draft(org_id, event_type, event_id, fields, stamp)
+
+
+def ingest_events(session: Session, *, raw_events: list[object], single: bool) -> list[Accepted]:
+    """Accept platform events all-or-nothing, de-duplicated by (organization, eventId)."""
+    if not single and not 1 <= len(raw_events) <= MAX_BATCH:
+        raise Invalid(f"an array must hold 1 to {MAX_BATCH} events")
+    max_bytes = get_settings().max_payload_bytes
+    drafts = []
+    for index, raw in enumerate(raw_events):
+        try:
+            drafts.append(_validate_platform_event(raw, max_bytes))
+        except Invalid as exc:
+            raise Invalid(exc.message if single else f"event {index}: {exc.message}") from None
+    org_ids = {d.organization_id for d in drafts}
+    known = set(session.scalars(select(Organization.id).where(Organization.id.in_(org_ids))))
+    for index, draft in enumerate(drafts):
+        if draft.organization_id not in known:
+            if single:
+                raise NotFound(f"Organization {draft.organization_id} not found")
+            raise Invalid(f"event {index}: organization {draft.organization_id} not found")
+    return _store(session, drafts)
+
+
+def send_custom(
+    session: Session,
+    *,
+    principal: Principal,
+    organization_id: str,
+    event_type: object,
+    payload: object,
+    event_id: object = None,
+) -> Accepted:
+    """Accept a custom message from an organization member (SPEC 6.2 send)."""
+    principal.check_organization(organization_id)
+    if not isinstance(event_type, str) or not event_type:
+        raise Invalid("eventType is required")
+    if not events.is_custom_event_name(event_type):
+        if event_type in events.CATALOG_NAMES:
+            raise Invalid(
+                f"eventType {event_type} is a platform event; send only custom event types"
+            )
+        raise Invalid(f"Invalid event type: {event_type}")
+    if not isinstance(payload, dict):
+        raise Invalid("payload must be a JSON object")
+    stamp = payloads.format_timestamp(utcnow())
+    draft = _Draft(
+        principal.organization_id,
+        event_type,
+        _check_event_id(event_id),
+        payload,
+        stamp,
+        custom=True,
+    )
+    return _store(session, [draft])[0]
+
+
+def send_test(
+    session: Session, *, principal: Principal, endpoint_id: str, event_type: object
+) -> Message:
+    """Send a catalog type's example to one endpoint, whatever it subscribes to."""
+    endpoint = get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
+    if not endpoint.is_active:
+        raise Conflict(f"Webhook endpoint {endpoint_id} is disabled")
+    if not isinstance(event_type, str) or not event_type:
+        raise Invalid("eventType is required")
+    canonical, fields = events.example_event(event_type, organization_id=principal.organization_id)
+    if endpoint.payload_format == "e2b" and not canonical.startswith("sandbox."):
+        raise Invalid(f"The team hook receives sandbox events only, not {event_type}")
+    now = utcnow()
+    fields = {k: v for k, v in fields.items() if k not in ("event", "timestamp")}
+    draft = _Draft(
+        principal.organization_id,
+        canonical,
+        None,
+        fields,
+        payloads.format_timestamp(now),
+        test=True,
+        target_endpoint_id=endpoint.id,
+    )
+    return _store(session, [draft])[0].message
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> set[str]:
+    """Insert message rows, skipping (organization, eventId) repeats; the ids inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        insert(Message)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["organization_id", "event_id"])
+        .returning(Message.id)
+    )
+    return set(session.scalars(stmt))
+
+
+def _store(session: Session, drafts: list[_Draft]) -> list[Accepted]:
+    now = utcnow()
+    # A repeated eventId inside one batch answers with the first occurrence.
+    first_in_batch: dict[tuple[str, str], str] = {}
+    rows: list[dict] = []
+    ids: list[str] = []
+    for draft in drafts:
+        key = (draft.organization_id, draft.event_id) if draft.event_id else None
+        if key and key in first_in_batch:
+            ids.append(first_in_batch[key])
+            continue
+        message_id = new_id("evt")
+        if key:
+            first_in_batch[key] = message_id
+        ids.append(message_id)
+        rows.append(
+            {
+                "id": message_id,
+                "organization_id": draft.organization_id,
+                "event_type": draft.event_type,
+                "event_id": draft.event_id,
+                "payload": draft.payload,
+                "timestamp": draft.timestamp,
+                "custom": draft.custom,
+                "test": draft.test,
+                "target_endpoint_id": draft.target_endpoint_id,
+                "fanned_out_at": None,
+                "created_at": now,
+            }
+        )
+    inserted = _insert_ignoring_duplicates(session, rows)
+    # Earlier messages with the same eventId (kept as long as the message is kept).
+    previous: dict[tuple[str, str], Message] = {}
+    lost = [r for r in rows if r["id"] not in inserted]
+    if lost:
+        conds = [
+            and_(Message.organization_id == r["organization_id"], Message.event_id == r["event_id"])
+            for r in lost
+        ]
+        for message in session.scalars(select(Message).where(or_(*conds))):
+            previous[(message.organization_id, message.event_id)] = message
+    by_id = {}
+    if inserted:
+        by_id = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(inserted)))}
+    results: list[Accepted] = []
+    seen: set[str] = set()
+    for draft, message_id in zip(drafts, ids, strict=True):
+        if message_id in by_id and message_id not in seen:
+            seen.add(message_id)
+            results.append(Accepted(by_id[message_id], duplicate=False))
+        elif message_id in by_id:
+            results.append(Accepted(by_id[message_id], duplicate=True))
+        else:
+            message = previous[(draft.organization_id, draft.event_id)]
+            results.append(Accepted(message, duplicate=True))
+    if inserted:
+        enqueue_after_commit(session, FANOUT_TASK, sorted(inserted))
+    return results
+
+
+def _endpoint_targets(
+    session: Session, message: Message, endpoints: list[Endpoint]
+) -> list[tuple[Endpoint, str]]:
+    """The endpoints a message goes to, each with the event name it carries there."""
+    names = events.resolve_names(message.event_type, message.payload)
+    if message.test:
+        target = [e for e in endpoints if e.id == message.target_endpoint_id]
+        return [(e, events.delivery_name(list(names.all), names, e.payload_format)) for e in target]
+    targets = []
+    for endpoint in endpoints:
+        if message.custom and endpoint.payload_format == "e2b":
+            continue  # SPEC 4.2: custom events never go to the team hook
+        name = events.delivery_name(endpoint.event_types, names, endpoint.payload_format)
+        if name is not None:
+            targets.append((endpoint, name))
+    return targets
+
+
+def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
+    """Create one delivery per matching active endpoint; returns the new delivery ids.
+
+    Run twice, it creates nothing new: (message, endpoint) is unique.
+    """
+    messages = list(
+        session.scalars(
+            select(Message).where(Message.id.in_(message_ids), Message.fanned_out_at.is_(None))
+        )
+    )
+    if not messages:
+        return []
+    org_ids = {m.organization_id for m in messages}
+    endpoints_by_org: dict[str, list[Endpoint]] = {org: [] for org in org_ids}
+    for endpoint in session.scalars(
+        select(Endpoint).where(
+            Endpoint.organization_id.in_(org_ids),
+            Endpoint.deleted_at.is_(None),
+            Endpoint.is_active.is_(True),
+        )
+    ):
+        endpoints_by_org[endpoint.organization_id].append(endpoint)
+    now = utcnow()
+    rows = []
+    for message in messages:
+        for endpoint, name in _endpoint_targets(
+            session, message, endpoints_by_org[message.organization_id]
+        ):
+            rows.append(
+                {
+                    "id": new_id("whd"),
+                    "message_id": message.id,
+                    "endpoint_id": endpoint.id,
+                    "organization_id": message.organization_id,
+                    "event_type": name,
+                    "status": "pending",
+                    "attempt_count": 0,
+                    "extra_attempt_count": 0,
+                    # A test is a single attempt (SPEC 6.2: trigger "test").
+                    "max_attempts": 1 if message.test else endpoint.max_retries + 1,
+                    "next_attempt_at": now,
+                    "enqueued_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        message.fanned_out_at = now
+    created: list[str] = []
+    if rows:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(Delivery)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["message_id", "endpoint_id"])
+            .returning(Delivery.id)
+        )
+        created = list(session.scalars(stmt))
+    session.flush()
+    for delivery_id in created:
+        enqueue_after_commit(session, DELIVER_TASK, delivery_id, 1)
+    return created
+
+
+# ---- reading messages back -------------------------------------------------------------
+
+
+def _encode_cursor(message: Message) -> str:
+    raw = json.dumps([message.created_at.isoformat(), message.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, message_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(created), str(message_id)
+    except (ValueError, TypeError):
+        raise Invalid("cursor is not valid") from None
+
+
+def list_messages(
+    session: Session,
+    *,
+    principal: Principal,
+    organization_id: str,
+    limit: int = 50,
+    cursor: str | None = None,
+    event_type: str | None = None,
+    endpoint_id: str | None = None,
+    status: str | None = None,
+    before: datetime | None = None,
+    after: datetime | None = None,
+) -> tuple[list[Message], str | None]:
+    """A page of messages, newest first, and the cursor of the next page (or None)."""
+    principal.check_organization(organization_id)
+    if not 1 <= limit <= 200:
+        raise Invalid("limit must be between 1 and 200")
+    query = select(Message).where(Message.organization_id == organization_id)
+    if event_type:
+        query = query.where(Message.event_type == event_type)
+    if before:
+        query = query.where(Message.created_at < before)
+    if after:
+        query = query.where(Message.created_at > after)
+    delivery_cond = []
+    if endpoint_id:
+        get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
+        delivery_cond.append(Delivery.endpoint_id == endpoint_id)
+    if status:
+        if status not in ("pending", "delivered", "failed", "cancelled"):
+            raise Invalid("status must be one of pending, delivered, failed, cancelled")
+        delivery_cond.append(Delivery.status == status)
+    if delivery_cond:
+        query = query.where(exists().where(Delivery.message_id == Message.id, *delivery_cond))
+    if cursor:
+        created, last_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Message.created_at < created,
+                and_(Message.created_at == created, Message.id < last_id),
+            )
+        )
+    query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def get_message(
+    session: Session, *, principal: Principal, organization_id: str, message_id: str
+) -> Message:
+    """One message of the caller's organization."""
+    principal.check_organization(organization_id)
+    message = session.get(Message, message_id)
+    if message is None or message.organization_id != organization_id:
+        raise NotFound(f"Message {message_id} not found")
+    return message
+
+
+def _visible_endpoint_ids(session: Session, principal: Principal, endpoint_ids: set[str]):
+    if principal.is_admin or not endpoint_ids:
+        return endpoint_ids
+    rows = session.execute(
+        select(Endpoint.id, Endpoint.user_id, Endpoint.scope).where(Endpoint.id.in_(endpoint_ids))
+    )
+    return {
+        eid for eid, user_id, scope in rows if scope == "account" or user_id == principal.user_id
+    }
+
+
+def message_deliveries(
+    session: Session, *, principal: Principal, message: Message
+) -> list[Delivery]:
+    """The message's deliveries to endpoints the caller can see."""
+    deliveries = list(
+        session.scalars(
+            select(Delivery).where(Delivery.message_id == message.id).order_by(Delivery.created_at)
+        )
+    )
+    visible = _visible_endpoint_ids(session, principal, {d.endpoint_id for d in deliveries})
+    return [d for d in deliveries if d.endpoint_id in visible]
+
+
+def message_attempts(session: Session, *, principal: Principal, message: Message) -> list[Attempt]:
+    """The message's attempts to endpoints the caller can see, newest first."""
+    attempts = list(
+        session.scalars(
+            select(Attempt)
+            .where(Attempt.message_id == message.id)
+            .order_by(Attempt.created_at.desc(), Attempt.id.desc())
+        )
+    )
+    visible = _visible_endpoint_ids(session, principal, {a.endpoint_id for a in attempts})
+    return [a for a in attempts if a.endpoint_id in visible]

@@ -1,0 +1,71 @@
+"""The Celery application: broker settings chosen for at-least-once webhook delivery."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared import queue
+from shared.config import get_settings
+from shared.services.deliveries import MAX_BROKER_COUNTDOWN
+
+# The longest a single attempt can take: SPEC 5 caps timeout_seconds at 300.
+MAX_ATTEMPT_SECONDS = 300
+# Nested deadlines: HTTP deadline (<= 300 s) < task time limit < broker visibility timeout.
+TASK_TIME_LIMIT = MAX_ATTEMPT_SECONDS + 60
+# Redis re-delivers a task not acknowledged within this long. It must exceed the longest
+# countdown a worker holds (MAX_BROKER_COUNTDOWN, longer waits are left to beat's sweep)
+# plus the task time limit, or held tasks would be delivered twice.
+VISIBILITY_TIMEOUT = int(MAX_BROKER_COUNTDOWN + TASK_TIME_LIMIT + 600)
+
+
+def make_celery() -> Celery:
+    """Build the Celery app from the settings."""
+    settings = get_settings()
+    app = Celery("webhooks", broker=settings.broker_url, include=["webhooks_worker.tasks"])
+    app.conf.update(
+        # Acknowledge after the task ran, so a worker that dies mid-task loses nothing:
+        # the broker re-delivers it (and the delivery row's claim makes that harmless).
+        task_acks_late=True,
+        # A pool process killed by the OS (OOM, SIGKILL) requeues its task instead of acking.
+        task_reject_on_worker_lost=True,
+        # Delivery outcomes live in the database; results would only fill the broker.
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_time_limit=TASK_TIME_LIMIT,
+        task_soft_time_limit=TASK_TIME_LIMIT - 20,
+        task_default_queue="webhooks",
+        # One message in flight per pool slot beyond the running ones: a burst spreads
+        # over every worker instead of piling up on the first that connected.
+        worker_prefetch_multiplier=1,
+        # Countdown tasks wait in worker memory until due; bound how many one worker holds.
+        worker_eta_task_limit=20000,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            # The embedded SQLite broker is polled; keep new work snappy.
+            "polling_interval": 0.2,
+        },
+        beat_schedule={
+            "sweep-due-deliveries": {"task": "webhooks.sweep", "schedule": 10.0},
+            "retry-failed-initializations": {
+                "task": "webhooks.retry_initializations",
+                "schedule": 15.0,
+            },
+            "auto-disable-failing-endpoints": {"task": "webhooks.auto_disable", "schedule": 300.0},
+            "retention-purge": {"task": "webhooks.purge", "schedule": 3600.0},
+        },
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_celery()
+
+
+def _send(name: str, args, countdown, eta) -> None:
+    app.send_task(name, args=list(args), countdown=countdown, eta=eta)
+
+
+queue.configure(_send)

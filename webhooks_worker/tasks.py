@@ -1,0 +1,120 @@
+"""Celery tasks: thin views over the services. Each takes ids and opens its own session."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from sqlalchemy.exc import OperationalError
+
+from shared.config import get_settings
+from shared.db import get_sessionmaker, session_scope
+from shared.http import DeliveryClient
+from shared.services import deliveries, messages, retention
+
+from .celery_app import app
+
+log = logging.getLogger("webhooks.worker")
+
+# A database that is briefly away is waited for; the sweep covers anything longer.
+DB_RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": None,
+}
+
+
+@lru_cache(maxsize=1)
+def http_client() -> DeliveryClient:
+    """One pooled HTTP client per worker process."""
+    settings = get_settings()
+    return DeliveryClient(
+        allow=settings.allow_private_targets,
+        user_agent=deliveries.user_agent(),
+        pool_maxsize=max(10, settings.worker_concurrency),
+    )
+
+
+@app.task(name="webhooks.fanout", **DB_RETRY)
+def fanout(message_ids: list[str]) -> int:
+    """Create the deliveries of messages and enqueue their first tries.
+
+    Run twice, it creates nothing more: a message already fanned out is skipped.
+    """
+    with session_scope() as session:
+        return len(messages.fan_out(session, message_ids=message_ids))
+
+
+@app.task(name="webhooks.deliver", **DB_RETRY)
+def deliver(delivery_id: str, try_number: int) -> str:
+    """Make scheduled try ``try_number`` of a delivery.
+
+    Run twice, the second run finds the try claimed or recorded and does nothing.
+    """
+    outcome = deliveries.run_scheduled_try(
+        get_sessionmaker(), http_client(), delivery_id=delivery_id, try_number=try_number
+    )
+    _log_outcome(outcome, try_number)
+    return outcome.skipped or outcome.delivery_status or ""
+
+
+@app.task(name="webhooks.deliver_manual", **DB_RETRY)
+def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = "manual") -> str:
+    """Make one manual (or test) attempt with a pre-assigned attempt id.
+
+    Run twice, the attempt id is already recorded and the second run does nothing.
+    """
+    outcome = deliveries.run_manual_attempt(
+        get_sessionmaker(),
+        http_client(),
+        delivery_id=delivery_id,
+        attempt_id=attempt_id,
+        trigger=trigger,
+    )
+    _log_outcome(outcome, None)
+    return outcome.skipped or outcome.delivery_status or ""
+
+
+@app.task(name="webhooks.sweep", **DB_RETRY)
+def sweep() -> dict:
+    """Enqueue tries that are due but not in the broker. Run twice, the claim dedupes."""
+    with session_scope() as session:
+        return deliveries.sweep_due(session)
+
+
+@app.task(name="webhooks.auto_disable", **DB_RETRY)
+def auto_disable() -> int:
+    """Disable endpoints failing for too long. Run twice, the second finds none left."""
+    with session_scope() as session:
+        return len(deliveries.auto_disable_failing(session))
+
+
+@app.task(name="webhooks.purge", **DB_RETRY)
+def purge() -> dict:
+    """Delete messages and attempts past retention. Run twice, the second deletes nothing."""
+    return retention.purge_expired(get_sessionmaker())
+
+
+def _log_outcome(outcome: deliveries.Outcome, try_number: int | None) -> None:
+    extra = {"delivery_id": outcome.delivery_id}
+    if outcome.skipped:
+        log.debug(
+            "delivery %s try %s skipped: %s",
+            outcome.delivery_id,
+            try_number,
+            outcome.skipped,
+            extra=extra,
+        )
+        return
+    attempt = outcome.attempt
+    log.info(
+        "delivery %s attempt %s: %s %s in %sms%s",
+        outcome.delivery_id,
+        outcome.attempt_number,
+        attempt.status,
+        attempt.status_code if attempt.status_code is not None else attempt.error,
+        attempt.duration_ms,
+        f", next try in {outcome.countdown:.1f}s" if outcome.countdown else "",
+        extra=extra,
+    )
