@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+# CI names its database; a developer's run gets its own, so concurrent runs never collide.
+AUTO_DATABASE = "TEST_DATABASE_URL" not in os.environ
 TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/webhooks_test"
+    "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/webhooks_test_{os.getpid()}"
 )
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
 ADMIN_TOKEN = "test-platform-token-0123456789"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef"
 ENCRYPTION_KEY = "0dmv2Bhpj4d6C9W-YKaRH4A2e-_SMOiP5d7oBkBHkxM="
@@ -83,6 +85,12 @@ def database() -> Iterator[str]:
     upgrade(url)
     yield url
     shared_db.reset()
+    if AUTO_DATABASE:
+        base, _, name = url.rpartition("/")
+        admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
