@@ -40,3 +40,24 @@ def webhook_headers(
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(secrets, msg_id, timestamp, body),
     }
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: int = 300) -> bool:
+    """True when one of the ``webhook-signature`` entries matches and the timestamp is fresh.
+
+    The receiving side, for ``webhooks listen`` and for people reading this code as an
+    example; the public ``standardwebhooks`` library does the same.
+    """
+    import time
+
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lowered["webhook-id"]
+        timestamp = int(lowered["webhook-timestamp"])
+        signatures = lowered["webhook-signature"].split()
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - timestamp) > tolerance:
+        return False
+    expected = sign(secret, msg_id, timestamp, body)
+    return any(hmac.compare_digest(expected, candidate) for candidate in signatures)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -150,6 +151,44 @@ def org_create(name: str, organization_id: str | None, as_json: bool) -> None:
         click.echo(f"organization: {new_org.id}")
         click.echo(f"root user:    {root.user.id}")
         click.echo(f"api key:      {root.api_key}   (shown only now)")
+
+
+@cli.command()
+@click.option("--port", default=9000, show_default=True, help="Port to listen on (loopback).")
+@click.option("--secret", default=None, help="An endpoint's whsec_ secret, to verify signatures.")
+@click.option("--status", default=200, show_default=True, help="Status code to answer with.")
+def listen(port: int, secret: str | None, status: int) -> None:
+    """Run a receiver on 127.0.0.1 that prints every webhook it gets (for trying things out)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from shared.signing import verify
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_args) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            click.echo(f"POST {self.path}")
+            for name in ("webhook-id", "webhook-timestamp", "webhook-signature", "user-agent"):
+                click.echo(f"  {name}: {headers.get(name, '')}")
+            if secret:
+                ok = verify(secret, headers, body)
+                click.echo(f"  signature: {'valid' if ok else 'INVALID'}")
+            try:
+                click.echo("  " + json.dumps(json.loads(body), indent=2).replace("\n", "\n  "))
+            except ValueError:
+                click.echo(f"  {body[:500]!r}")
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    click.echo(f"listening on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
 
 
 def main() -> None:  # pragma: no cover

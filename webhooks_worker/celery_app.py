@@ -21,7 +21,11 @@ VISIBILITY_TIMEOUT = int(MAX_BROKER_COUNTDOWN + TASK_TIME_LIMIT + 600)
 def make_celery() -> Celery:
     """Build the Celery app from the settings."""
     settings = get_settings()
-    app = Celery("webhooks", broker=settings.broker_url, include=["webhooks_worker.tasks"])
+    app = Celery(
+        "webhooks",
+        broker=settings.broker_url,
+        include=["webhooks_worker.tasks", "webhooks_worker.init_tasks"],
+    )
     app.conf.update(
         # Acknowledge after the task ran, so a worker that dies mid-task loses nothing:
         # the broker re-delivers it (and the delivery row's claim makes that harmless).
@@ -42,11 +46,11 @@ def make_celery() -> Celery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT,
-            # The embedded SQLite broker is polled; keep new work snappy.
-            "polling_interval": 0.2,
-        },
+        # The embedded SQLite transport hands its options to create_engine, so only
+        # Redis gets them.
+        broker_transport_options=(
+            {"visibility_timeout": VISIBILITY_TIMEOUT} if settings.uses_redis else {}
+        ),
         beat_schedule={
             "sweep-due-deliveries": {"task": "webhooks.sweep", "schedule": 10.0},
             "retry-failed-initializations": {
