@@ -193,3 +193,7 @@ def listen(port: int, secret: str | None, status: int) -> None:
 
 def main() -> None:  # pragma: no cover
     cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()
