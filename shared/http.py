@@ -69,9 +69,9 @@ class AttemptResult:
 
     @property
     def ok(self) -> bool:
-        """A 2xx answer received in full and in time."""
-        return self.error is None and self.status_code is not None and (
-            200 <= self.status_code < 300
+        """A 2xx answer and no error (a body cut at the size cap still counts)."""
+        return (
+            self.error is None and self.status_code is not None and (200 <= self.status_code < 300)
         )
 
 
@@ -393,8 +393,12 @@ def _describe_error(exc: BaseException) -> str:
         return "timeout"  # replaced with the full timeout text by the caller
     tls = find((ssl.SSLError, ssl.CertificateError))
     if tls is not None or isinstance(exc, SSLError):
-        detail = getattr(tls, "verify_message", None) or getattr(tls, "reason", None)
-        return f"TLS error: {detail or tls or exc}"
+        verify = getattr(tls, "verify_message", None)
+        if verify:
+            return f"TLS error: certificate verify failed: {verify}"
+        detail = getattr(tls, "strerror", None) or str(tls or exc)
+        # OpenSSL's source location ("(_ssl.c:1006)") means nothing to a reader.
+        return "TLS error: " + re.sub(r"\s*\(_ssl\.c:\d+\)$", "", detail)
     if find(http.client.RemoteDisconnected) is not None:
         return "connection closed by the receiver without a response"
     if find(ConnectionResetError) is not None:
@@ -465,7 +469,7 @@ class DeliveryClient:
         complete = False
 
         token = _CURRENT_ATTEMPT.set(attempt)
-        pass  # _WATCHDOG.add(attempt)
+        _WATCHDOG.add(attempt)
         try:
             response = self._pool.urlopen(
                 "POST",

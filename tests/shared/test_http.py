@@ -277,6 +277,22 @@ def test_trickling_headers_are_cut_at_the_deadline(client, serve) -> None:
     assert 1900 <= result.duration_ms < 3000
 
 
+def test_trickling_tls_handshake_is_cut_at_the_deadline(client, serve) -> None:
+    def slow_handshake(conn: socket.socket, receiver: Receiver) -> None:
+        conn.recv(65536)  # the ClientHello
+        conn.sendall(b"\x16\x03\x03\x00\x50")  # a handshake record of 80 bytes...
+        for _ in range(80):  # ...sent one byte at a time
+            if receiver.stopped.is_set():
+                return
+            conn.sendall(b"\x00")
+            time.sleep(0.3)
+
+    receiver = serve(slow_handshake)
+    result = post(client, receiver.url(scheme="https"), timeout=2.0)
+    assert result.error == "timeout after 2.0s (TLS handshake)"
+    assert 1900 <= result.duration_ms < 3000
+
+
 def test_receiver_that_never_answers_times_out(client, serve) -> None:
     receiver = serve(stall)
     result = post(client, receiver.url(), timeout=1.0)
@@ -338,17 +354,20 @@ def test_huge_body_keeps_4096_bytes_and_is_fast(client, serve) -> None:
 
 
 def test_connection_with_unread_body_is_not_reused(client, serve) -> None:
-    def huge_then_small(conn: socket.socket, receiver: Receiver) -> None:
-        while receiver.read_request(conn) is not None:
-            if len(receiver.requests) == 1:
-                conn.sendall(response("200 OK", body=b"b" * 100_000))
-            else:
-                conn.sendall(response("200 OK", body=b"second"))
+    def partial_then_rest(conn: socket.socket, receiver: Receiver) -> None:
+        if receiver.read_request(conn) is None:
+            return
+        if len(receiver.requests) == 1:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"b" * 5000)
+            if receiver.read_request(conn) is None:
+                return  # the client hung up on the unread body, as it should
+            conn.sendall(b"b" * 95000)  # reused: the rest would be read as the next answer
+        conn.sendall(response("200 OK", body=b"second"))
 
-    receiver = serve(huge_then_small)
+    receiver = serve(partial_then_rest)
     assert post(client, receiver.url()).response_body == "b" * 4096
     second = post(client, receiver.url())
-    assert second.ok and second.response_body == "second"
+    assert second.ok and second.response_body == "second", second.error
     assert receiver.connections == 2
 
 

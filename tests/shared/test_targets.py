@@ -270,9 +270,8 @@ def test_public_targets_pass(url: str) -> None:
 
 
 def test_url_is_returned_stripped_but_not_rewritten() -> None:
-    assert validate_target_url("  HTTPS://Hooks.Example.com/A%20b?q=1 \n", NOTHING, resolve=False) == (
-        "HTTPS://Hooks.Example.com/A%20b?q=1"
-    )
+    url = "  HTTPS://Hooks.Example.com/A%20b?q=1 \n"
+    assert validate_target_url(url, NOTHING, resolve=False) == "HTTPS://Hooks.Example.com/A%20b?q=1"
 
 
 def test_allowlist_opens_blocked_literals() -> None:
