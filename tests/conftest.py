@@ -46,6 +46,7 @@ os.environ.update(TEST_ENV)
 
 import redis  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.exc import OperationalError  # noqa: E402
 
 from shared import db as shared_db  # noqa: E402
 from shared.config import get_settings  # noqa: E402
@@ -103,8 +104,19 @@ def clean(database: str, redis_client: redis.Redis) -> Iterator[None]:
     """Every test starts with empty tables and an empty broker."""
     yield
     engine = shared_db.get_engine()
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+    # The worker may still be busy with a test's background work (every new organization
+    # is initialized by a task); a deadlock between it and the TRUNCATE is retried.
+    for attempt in range(10):
+        try:
+            with engine.begin() as conn:
+                # Give way quickly instead of waiting for the deadlock detector (1 s).
+                conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+            break
+        except OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
     redis_client.flushdb()
 
 

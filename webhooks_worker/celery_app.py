@@ -8,6 +8,9 @@ from shared import queue
 from shared.config import get_settings
 from shared.services.deliveries import MAX_BROKER_COUNTDOWN
 
+from . import observability  # noqa: F401  (logging setup, log context, metrics counters)
+from .routing import TASK_QUEUES, route_task
+
 # The longest a single attempt can take: SPEC 5 caps timeout_seconds at 300.
 MAX_ATTEMPT_SECONDS = 300
 # Nested deadlines: HTTP deadline (<= 300 s) < task time limit < broker visibility timeout.
@@ -16,6 +19,9 @@ TASK_TIME_LIMIT = MAX_ATTEMPT_SECONDS + 60
 # countdown a worker holds (MAX_BROKER_COUNTDOWN, longer waits are left to beat's sweep)
 # plus the task time limit, or held tasks would be delivered twice.
 VISIBILITY_TIMEOUT = int(MAX_BROKER_COUNTDOWN + TASK_TIME_LIMIT + 600)
+# How long one broker command may take before it counts as failed (Redis answers in
+# milliseconds; consumers block at most 1 s in BRPOP, well inside this).
+BROKER_SOCKET_TIMEOUT = 5.0
 
 
 def make_celery() -> Celery:
@@ -35,21 +41,46 @@ def make_celery() -> Celery:
         # Delivery outcomes live in the database; results would only fill the broker.
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
+        # Enforced by the prefork pool only. On the thread pool the Procfile runs, an
+        # attempt is bounded by the HTTP client's own total deadline (a watchdog cuts the
+        # socket, shared.http) and a worker that dies is covered by the renewed lease.
         task_time_limit=TASK_TIME_LIMIT,
         task_soft_time_limit=TASK_TIME_LIMIT - 20,
         task_default_queue="webhooks",
+        # First attempts and retries on separate queues (webhooks_worker.routing).
+        task_queues=TASK_QUEUES,
+        task_routes=(route_task,),
         # One message in flight per pool slot beyond the running ones: a burst spreads
         # over every worker instead of piling up on the first that connected.
         worker_prefetch_multiplier=1,
         # Countdown tasks wait in worker memory until due; bound how many one worker holds.
         worker_eta_task_limit=20000,
         worker_hijack_root_logger=False,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A task running when the broker connection drops finishes and records its attempt
+        # (its message returns after the visibility timeout and finds the try recorded).
+        # Cancelling it would discard a post the receiver may already have: a duplicate.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
+        # An enqueue happens after the commit, in the api's request: with a broker that
+        # hangs (a partition, not a refusal) it must fail fast rather than hold the request
+        # forever; the row is committed and beat's sweep sends what never reached Redis.
+        broker_connection_timeout=BROKER_SOCKET_TIMEOUT,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
         # The embedded SQLite transport hands its options to create_engine, so only
         # Redis gets them.
         broker_transport_options=(
-            {"visibility_timeout": VISIBILITY_TIMEOUT} if settings.uses_redis else {}
+            {
+                "visibility_timeout": VISIBILITY_TIMEOUT,
+                "socket_timeout": BROKER_SOCKET_TIMEOUT,
+                "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
+            }
+            if settings.uses_redis
+            else {}
         ),
         beat_schedule={
             "sweep-due-deliveries": {"task": "webhooks.sweep", "schedule": 10.0},

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .. import events
+from .. import events, notify
 from ..config import get_settings
 from ..crypto import decrypt, encrypt, new_signing_secret
 from ..errors import Forbidden, Invalid, NotFound
@@ -47,6 +47,9 @@ def _visible(principal: Principal):
 
 def get_endpoint(session: Session, *, principal: Principal, endpoint_id: str) -> Endpoint:
     """An endpoint the caller can see, else NotFound."""
+    if "\x00" in endpoint_id:
+        # No id holds a NUL (PostgreSQL text cannot), and the driver refuses to send one.
+        raise NotFound("Webhook endpoint not found")
     endpoint = session.scalars(
         select(Endpoint).where(Endpoint.id == endpoint_id, _visible(principal))
     ).first()
@@ -211,6 +214,7 @@ def create_endpoint(
     )
     session.add(endpoint)
     session.flush()
+    notify.endpoint_event_after_commit(session, "endpoint.created", endpoint.id)
     return endpoint, secret
 
 
@@ -278,27 +282,37 @@ def update_endpoint(
         values["user_id"] = None if scope == "account" else principal.user_id
 
     was_active = endpoint.is_active
+    disabling = was_active and values.get("is_active") is False
+    if disabling:
+        # Deliveries before the endpoint row: a worker recording an attempt locks its
+        # delivery, then updates the endpoint; taking them in that order cannot deadlock.
+        cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint disabled")
     for key, value in values.items():
         setattr(endpoint, key, value)
-    if was_active and values.get("is_active") is False:
+    if disabling:
         endpoint.disabled_reason = "Disabled by a user"
-        cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint disabled")
     elif not was_active and values.get("is_active") is True:
         endpoint.disabled_reason = None
         endpoint.failing_since = None
     endpoint.updated_at = utcnow()
     session.flush()
+    disabled = was_active and values.get("is_active") is False
+    notify.endpoint_event_after_commit(
+        session, "endpoint.disabled" if disabled else "endpoint.updated", endpoint.id
+    )
     return endpoint
 
 
 def delete_endpoint(session: Session, *, principal: Principal, endpoint_id: str) -> Endpoint:
     """Soft-delete an endpoint (its history stays) and cancel its pending deliveries."""
     endpoint = get_endpoint_for_change(session, principal=principal, endpoint_id=endpoint_id)
+    # Deliveries before the endpoint row, in the order a recording worker takes them.
+    cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint deleted")
     endpoint.deleted_at = utcnow()
     endpoint.is_active = False
     endpoint.updated_at = endpoint.deleted_at
-    cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint deleted")
     session.flush()
+    notify.endpoint_event_after_commit(session, "endpoint.deleted", endpoint.id)
     return endpoint
 
 
@@ -312,6 +326,7 @@ def disable_endpoint(session: Session, *, endpoint_id: str, reason: str) -> bool
     )
     if result.rowcount:
         cancel_pending_deliveries(session, endpoint_id=endpoint_id, reason=reason)
+        notify.endpoint_event_after_commit(session, "endpoint.disabled", endpoint_id)
     return bool(result.rowcount)
 
 

@@ -46,7 +46,10 @@ def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
         raise Invalid(f"{field} must be an ISO 8601 date-time, got {value!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 at +14:00, year 9999 at -14:00: beyond datetime's range
+        raise Invalid(f"{field} is out of range, got {value!r}") from None
 
 
 def _check_event_id(value: object) -> str | None:
@@ -341,7 +344,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, message_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), str(message_id)
+        message_id = str(message_id)
+        if "\x00" in message_id:
+            raise ValueError("NUL in cursor")
+        return datetime.fromisoformat(created), message_id
     except (ValueError, TypeError):
         raise Invalid("cursor is not valid") from None
 
@@ -399,6 +405,9 @@ def get_message(
 ) -> Message:
     """One message of the caller's organization."""
     principal.check_organization(organization_id)
+    if "\x00" in message_id:
+        # No id holds a NUL (PostgreSQL text cannot), and the driver refuses to send one.
+        raise NotFound("Message not found")
     message = session.get(Message, message_id)
     if message is None or message.organization_id != organization_id:
         raise NotFound(f"Message {message_id} not found")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ..crypto import hash_api_key, new_api_key
 from ..errors import Conflict, Invalid, NotFound
-from ..models import ApiKey, Organization, OrganizationInitialization, User, new_id
+from ..models import ApiKey, Organization, OrganizationInitialization, User, new_id, utcnow
 from .auth import ROLES
 
 ORG_ID_RE = re.compile(r"^org-[a-z0-9]{15}$")
@@ -78,10 +79,17 @@ def list_organizations(session: Session) -> list[Organization]:
 
 
 INITIALIZE_TASK = "webhooks.initialize_organization"
+# If the initialization task never runs (the broker lost it), beat's retry job starts the
+# initialization once this much time has passed (shared.services.initialization).
+INITIALIZE_GRACE = timedelta(seconds=60)
 
 
 def start_initialization(session: Session, *, organization_id: str) -> None:
     """Initialize the organization's webhooks asynchronously, once this transaction commits."""
     from ..queue import enqueue_after_commit
 
+    init = session.get(OrganizationInitialization, organization_id)
+    if init is not None and init.status == "pending" and init.next_retry_at is None:
+        init.next_retry_at = utcnow() + INITIALIZE_GRACE
+        session.flush()
     enqueue_after_commit(session, INITIALIZE_TASK, organization_id)

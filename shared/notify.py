@@ -1,0 +1,273 @@
+"""Live events for the socket (SPEC 7), published from any process through the broker.
+
+Workers, beat and api processes all publish through a write-only Socket.IO client
+manager on the broker; every api process listens on the same channel and relays each
+event to the sockets in the event's rooms. Nothing here raises: a live event is a
+courtesy on top of the database, so a broker hiccup is logged and the caller goes on.
+
+Rooms (SPEC 3 visibility): root and admin join ``org:<id>:all``; a member joins
+``org:<id>:account`` and ``user:<id>``. Every event goes to the organization's admin
+room plus exactly one member-visible room: the account room for an account-scoped
+endpoint, its owner's user room for a user-scoped one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .config import Settings, get_settings
+from .db import after_commit, get_sessionmaker
+from .models import Endpoint
+from .payloads import format_timestamp
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_EVENTS = ("webhook.delivered", "webhook.failed")
+ENDPOINT_EVENTS = ("endpoint.created", "endpoint.updated", "endpoint.deleted", "endpoint.disabled")
+# Live events older than this are dropped by a queue-based relay (embedded broker): a
+# dashboard that was away does not want a minute-old replay, it reloads what it shows.
+STALE_AFTER_SECONDS = 30.0
+# A publisher must not hold up a request or a delivery for long when Redis is away.
+PUBLISH_TIMEOUT_SECONDS = 2.0
+
+
+def admin_room(organization_id: str) -> str:
+    """The room of an organization's root and admin sockets: they see every endpoint."""
+    return f"org:{organization_id}:all"
+
+
+def account_room(organization_id: str) -> str:
+    """The room of an organization's member sockets, for account-scoped endpoints."""
+    return f"org:{organization_id}:account"
+
+
+def user_room(user_id: str) -> str:
+    """The room of one member's sockets, for the endpoints that member owns."""
+    return f"user:{user_id}"
+
+
+def rooms_for_principal(*, organization_id: str, user_id: str, role: str) -> list[str]:
+    """The rooms a socket of this user joins."""
+    if role in ("root", "admin"):
+        return [admin_room(organization_id)]
+    return [account_room(organization_id), user_room(user_id)]
+
+
+def rooms_for_endpoint(*, organization_id: str, scope: str, user_id: str | None) -> list[str]:
+    """The admin room plus the one member room that can see this endpoint."""
+    if scope == "user" and user_id:
+        return [admin_room(organization_id), user_room(user_id)]
+    if scope == "user":
+        # A user-scoped endpoint whose owner was removed: only root and admin see it.
+        return [admin_room(organization_id)]
+    return [admin_room(organization_id), account_room(organization_id)]
+
+
+def channel_name(settings: Settings) -> str:
+    """The pub/sub channel, per Redis database so that deployments sharing a server stay apart."""
+    url = settings.redis_url or settings.broker_url
+    db = urlparse(url).path.strip("/") if url.startswith(("redis://", "rediss://")) else ""
+    return f"webhooks-socket.{db or 0}"
+
+
+def make_client_manager(settings: Settings, *, write_only: bool) -> Any:
+    """The Socket.IO client manager on the configured broker.
+
+    Redis (``REDIS_URL``, else a Redis broker URL) uses pub/sub, so every api process
+    relays every event. Other kombu brokers use a fanout exchange. kombu's SQLAlchemy
+    transport (the embedded broker) keeps exchange bindings in each process's memory, so a
+    fanout published by a worker would reach no api process: it gets a named queue
+    instead, which relays to one api process (the embedded mode runs exactly one).
+    """
+    import socketio
+
+    channel = channel_name(settings)
+    redis_url = settings.redis_url or (settings.broker_url if settings.uses_redis else None)
+    if redis_url:
+        options: dict[str, Any] = {"socket_connect_timeout": PUBLISH_TIMEOUT_SECONDS}
+        if write_only:
+            # Only the publisher gets a read timeout: the listener blocks on pub/sub by design.
+            options["socket_timeout"] = PUBLISH_TIMEOUT_SECONDS
+        return socketio.RedisManager(
+            redis_url, channel=channel, write_only=write_only, redis_options=options
+        )
+    if settings.broker_url.startswith("sqla+"):
+        return _queue_manager_class()(settings.broker_url, channel=channel, write_only=write_only)
+    return socketio.KombuManager(settings.broker_url, channel=channel, write_only=write_only)
+
+
+@lru_cache(maxsize=1)
+def _queue_manager_class() -> type:
+    import kombu
+    import socketio
+
+    class QueueManager(socketio.KombuManager):
+        """A relay over one named queue, for kombu transports without cross-process fanout."""
+
+        name = "kombu-queue"
+
+        def _queue(self) -> kombu.Queue:
+            # The default exchange routes by queue name on every kombu transport, including
+            # the SQLAlchemy one, whose named queues live in the shared broker database.
+            return kombu.Queue(self.channel, kombu.Exchange(""), routing_key=self.channel)
+
+        def _producer_publish(self, connection: kombu.Connection):
+            producer = connection.Producer(exchange=kombu.Exchange(""))
+            publish = connection.ensure(producer, producer.publish)
+            return lambda body: publish(body, routing_key=self.channel)
+
+        def _publish(self, data: dict) -> None:
+            super()._publish({**data, "sentAt": time.time()})
+
+        def _listen(self):
+            for message in super()._listen():
+                try:
+                    decoded = self.json.loads(message) if isinstance(message, str) else message
+                    sent_at = float(decoded.get("sentAt", 0))
+                except (ValueError, TypeError, AttributeError):
+                    sent_at = 0.0
+                if time.time() - sent_at <= STALE_AFTER_SECONDS:
+                    yield message
+
+    return QueueManager
+
+
+class _Publisher:
+    """A lazily built write-only manager, serialized because kombu connections are not
+    thread-safe (the worker runs many delivery threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._manager: Any = None
+
+    def emit(self, event: str, data: dict, rooms: list[str]) -> None:
+        with self._lock:
+            if self._manager is None:
+                self._manager = make_client_manager(get_settings(), write_only=True)
+            self._manager.emit(event, data, namespace="/", room=rooms)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._manager = None
+
+
+_publisher = _Publisher()
+
+
+def reset() -> None:
+    """Forget the publisher (tests, and after a fork)."""
+    _publisher.reset()
+
+
+def publish(event: str, data: dict, *, rooms: list[str]) -> bool:
+    """Send one live event to the given rooms on every api process; False if it failed."""
+    try:
+        _publisher.emit(event, data, rooms)
+    except Exception as exc:  # noqa: BLE001 - a live event never breaks its caller
+        log.warning("live event %s not published: %s", event, exc)
+        return False
+    return True
+
+
+def endpoint_view(endpoint: Endpoint) -> dict:
+    """An endpoint in the SPEC 6.2 shape, as the live socket carries it."""
+    return {
+        "id": endpoint.id,
+        "name": endpoint.name,
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "eventTypes": list(endpoint.event_types or []),
+        "status": "active" if endpoint.is_active else "disabled",
+        "disabledReason": endpoint.disabled_reason,
+        "payloadFormat": endpoint.payload_format,
+        "timeoutSeconds": endpoint.timeout_seconds,
+        "maxRetries": endpoint.max_retries,
+        "scope": endpoint.scope,
+        "category": endpoint.category,
+        "createdAt": format_timestamp(endpoint.created_at) if endpoint.created_at else None,
+        "updatedAt": format_timestamp(endpoint.updated_at) if endpoint.updated_at else None,
+    }
+
+
+def publish_endpoint_event(event: str, endpoint_id: str) -> bool:
+    """Publish ``endpoint.*`` for an endpoint as it is now in the database."""
+    try:
+        with get_sessionmaker()() as session:
+            endpoint = session.get(Endpoint, endpoint_id)
+            if endpoint is None:
+                return False
+            data = {"organizationId": endpoint.organization_id, "endpoint": endpoint_view(endpoint)}
+            rooms = rooms_for_endpoint(
+                organization_id=endpoint.organization_id,
+                scope=endpoint.scope,
+                user_id=endpoint.user_id,
+            )
+    except Exception as exc:  # noqa: BLE001 - a live event never breaks its caller
+        log.warning("live event %s for %s not published: %s", event, endpoint_id, exc)
+        return False
+    return publish(event, data, rooms=rooms)
+
+
+def endpoint_event_after_commit(session: Session, event: str, endpoint_id: str) -> None:
+    """Publish ``endpoint.*`` once the session commits; a rolled-back change says nothing."""
+    after_commit(session, lambda: publish_endpoint_event(event, endpoint_id))
+
+
+def attempt_event(outcome: Any, *, scope: str, owner_id: str | None) -> tuple[str, dict, list]:
+    """The ``webhook.delivered``/``webhook.failed`` event of a recorded attempt, and its rooms.
+
+    ``outcome`` is a ``shared.services.deliveries.Outcome`` with an attempt.
+    """
+    attempt = outcome.attempt
+    if outcome.delivery_status is not None:
+        # No automatic try follows once the delivery left "pending" (delivered, failed,
+        # cancelled); a failed manual attempt on a pending delivery leaves its retries due.
+        final = outcome.delivery_status != "pending"
+    else:
+        final = bool(outcome.final)
+    data = {
+        "organizationId": attempt.organization_id,
+        "endpointId": attempt.endpoint_id,
+        "messageId": attempt.message_id,
+        "deliveryId": attempt.delivery_id,
+        "eventType": outcome.event_type,
+        "attemptNumber": outcome.attempt_number,
+        "statusCode": attempt.status_code,
+        "durationMs": attempt.duration_ms,
+        "trigger": attempt.trigger,
+        "final": final,
+        "timestamp": format_timestamp(attempt.created_at),
+    }
+    event = "webhook.delivered" if attempt.status == "success" else "webhook.failed"
+    rooms = rooms_for_endpoint(
+        organization_id=attempt.organization_id, scope=scope, user_id=owner_id
+    )
+    return event, data, rooms
+
+
+def publish_attempt(outcome: Any) -> bool:
+    """Publish the live event of a task's outcome; nothing when the task made no attempt."""
+    if getattr(outcome, "attempt", None) is None:
+        return False
+    try:
+        with get_sessionmaker()() as session:
+            row = session.execute(
+                select(Endpoint.scope, Endpoint.user_id).where(
+                    Endpoint.id == outcome.attempt.endpoint_id
+                )
+            ).first()
+    except Exception as exc:  # noqa: BLE001 - a live event never breaks its caller
+        log.warning("live event for delivery %s not published: %s", outcome.delivery_id, exc)
+        return False
+    if row is None:
+        return False
+    event, data, rooms = attempt_event(outcome, scope=row.scope, owner_id=row.user_id)
+    return publish(event, data, rooms=rooms)

@@ -1,0 +1,332 @@
+"""Schemas of the Daytona-style /api/webhooks face: camelCase, plain JSON (SPEC 6.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from shared.errors import Invalid
+from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
+from shared.services.messages import EVENT_ID_MAX, parse_timestamp
+
+from ..fields import Timestamp
+
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
+# Bounds on free text and ids; the services check the same limits and say so in words.
+NAME_MAX = 200
+DESCRIPTION_MAX = 2000
+URL_MAX = 2048
+ID_MAX = 64
+EVENT_TYPE_MAX = 128
+CURSOR_MAX = 512
+
+
+def _storable(value: str) -> None:
+    # PostgreSQL text holds neither NUL nor lone surrogates (valid in JSON input): refuse
+    # them up front with a 400 rather than fail on the insert.
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("must be valid Unicode text (no lone surrogates)") from None
+
+
+def _storable_json(value: object) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _storable(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _storable(key)
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def text_field(*, max_length: int | None = None, **kwargs) -> fields.String:
+    """A JSON string that PostgreSQL can store, optionally bounded."""
+    checks = [_storable]
+    if max_length is not None:
+        checks.append(validate.Length(max=max_length))
+    return fields.String(validate=checks, **kwargs)
+
+
+class IsoDateTime(fields.String):
+    """An ISO 8601 date-time given as a string, read as aware UTC."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("metadata", {}).update({"format": "date-time"})
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_timestamp(text, attr or "value")
+        except Invalid as exc:
+            raise ValidationError("must be an ISO 8601 date-time") from exc
+        except OverflowError:
+            raise ValidationError("is out of range") from None
+
+
+# ---- request bodies ------------------------------------------------------------------------
+
+
+class EndpointCreateSchema(Schema):
+    url = text_field(required=True, max_length=URL_MAX)
+    eventTypes = fields.List(text_field(max_length=EVENT_TYPE_MAX), required=True)
+    description = text_field(allow_none=True, max_length=DESCRIPTION_MAX)
+    name = text_field(allow_none=True, max_length=NAME_MAX)
+
+
+class EndpointUpdateSchema(Schema):
+    url = text_field(max_length=URL_MAX)
+    eventTypes = fields.List(text_field(max_length=EVENT_TYPE_MAX))
+    description = text_field(allow_none=True, max_length=DESCRIPTION_MAX)
+    name = text_field(allow_none=True, max_length=NAME_MAX)
+    status = fields.String(validate=validate.OneOf(("active", "disabled")))
+    payloadFormat = fields.String(validate=validate.OneOf(PAYLOAD_FORMATS))
+    timeoutSeconds = fields.Integer(strict=True, validate=validate.Range(*TIMEOUT_RANGE))
+    maxRetries = fields.Integer(strict=True, validate=validate.Range(*RETRIES_RANGE))
+
+
+class RecoverSchema(Schema):
+    since = IsoDateTime(required=True)
+    until = IsoDateTime(allow_none=True)
+
+
+class TestSendSchema(Schema):
+    eventType = text_field(required=True, max_length=EVENT_TYPE_MAX)
+
+
+class SendSchema(Schema):
+    eventType = text_field(required=True, max_length=EVENT_TYPE_MAX)
+    payload = fields.Dict(required=True, validate=_storable_json)
+    eventId = text_field(max_length=EVENT_ID_MAX)
+
+
+# ---- query strings -------------------------------------------------------------------------
+
+
+class EndpointQueryArgsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    # Capped at PostgreSQL's integer range, so that no offset overflows the query.
+    offset = fields.Integer(validate=validate.Range(0, 2**31 - 1))
+    limit = fields.Integer(validate=validate.Range(1, 500))
+
+
+class MessageQueryArgsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    eventType = text_field(max_length=EVENT_TYPE_MAX)
+    endpointId = text_field(max_length=ID_MAX)
+    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
+    before = IsoDateTime()
+    after = IsoDateTime()
+    limit = fields.Integer(validate=validate.Range(1, 200))
+    cursor = text_field(max_length=CURSOR_MAX)
+
+
+# ---- answers -------------------------------------------------------------------------------
+
+
+def _endpoint_status(endpoint) -> str:
+    return "active" if endpoint.is_active else "disabled"
+
+
+class EndpointSchema(Schema):
+    id = fields.String()
+    name = fields.String(allow_none=True)
+    url = fields.String()
+    description = fields.String(allow_none=True)
+    eventTypes = fields.List(fields.String(), attribute="event_types")
+    status = fields.Function(
+        _endpoint_status, metadata={"type": "string", "enum": ["active", "disabled"]}
+    )
+    disabledReason = fields.String(attribute="disabled_reason", allow_none=True)
+    payloadFormat = fields.String(attribute="payload_format")
+    timeoutSeconds = fields.Integer(attribute="timeout_seconds")
+    maxRetries = fields.Integer(attribute="max_retries")
+    scope = fields.String()
+    category = fields.String(allow_none=True)
+    createdAt = Timestamp(attribute="created_at")
+    updatedAt = Timestamp(attribute="updated_at")
+
+
+class CreatedEndpointSchema(EndpointSchema):
+    secret = fields.String()
+
+
+class EndpointListSchema(Schema):
+    items = fields.List(fields.Nested(EndpointSchema))
+    total = fields.Integer()
+
+
+class EndpointItemsSchema(Schema):
+    items = fields.List(fields.Nested(EndpointSchema))
+
+
+class SecretSchema(Schema):
+    secret = fields.String()
+
+
+class RecoveredSchema(Schema):
+    recovered = fields.Integer()
+
+
+class EndpointStatsSchema(Schema):
+    total = fields.Integer()
+    successful = fields.Integer()
+    failed = fields.Integer()
+    pending = fields.Integer()
+    lastDeliveryAt = Timestamp(attribute="last_delivery_at", allow_none=True)
+    lastSuccessAt = Timestamp(attribute="last_success_at", allow_none=True)
+    lastFailureAt = Timestamp(attribute="last_failure_at", allow_none=True)
+
+
+class MessageSchema(Schema):
+    id = fields.String()
+    eventType = fields.String(attribute="event_type")
+    eventId = fields.String(attribute="event_id", allow_none=True)
+    timestamp = fields.String(metadata={"format": "date-time"})
+    test = fields.Boolean()
+    payload = fields.Dict()
+
+
+class SentMessageSchema(MessageSchema):
+    duplicate = fields.Boolean()
+
+
+class MessageDeliverySchema(Schema):
+    id = fields.String()
+    endpointId = fields.String(attribute="endpoint_id")
+    status = fields.String(metadata={"enum": list(DELIVERY_STATUSES)})
+    attemptNumber = fields.Function(
+        lambda d: d.attempt_count + d.extra_attempt_count, metadata={"type": "integer"}
+    )
+    maxAttempts = fields.Integer(attribute="max_attempts")
+    nextRetryAt = Timestamp(attribute="next_attempt_at", allow_none=True)
+    deliveredAt = Timestamp(attribute="delivered_at", allow_none=True)
+    failedAt = Timestamp(attribute="failed_at", allow_none=True)
+    httpStatusCode = fields.Integer(attribute="http_status_code", allow_none=True)
+    errorMessage = fields.String(attribute="error_message", allow_none=True)
+
+
+class MessageDetailSchema(MessageSchema):
+    deliveries = fields.List(fields.Nested(MessageDeliverySchema))
+
+
+class MessagePageSchema(Schema):
+    items = fields.List(fields.Nested(MessageSchema))
+    nextCursor = fields.String(attribute="next_cursor", allow_none=True)
+
+
+class AttemptSchema(Schema):
+    id = fields.String()
+    deliveryId = fields.String(attribute="delivery_id")
+    endpointId = fields.String(attribute="endpoint_id")
+    messageId = fields.String(attribute="message_id")
+    url = fields.String()
+    status = fields.String(metadata={"enum": ["success", "failed"]})
+    statusCode = fields.Integer(attribute="status_code", allow_none=True)
+    durationMs = fields.Integer(attribute="duration_ms")
+    trigger = fields.String(metadata={"enum": ["scheduled", "manual", "test"]})
+    responseBody = fields.String(attribute="response_body", allow_none=True)
+    error = fields.String(allow_none=True)
+    timestamp = Timestamp(attribute="created_at")
+
+
+class AttemptListSchema(Schema):
+    items = fields.List(fields.Nested(AttemptSchema))
+
+
+class ResendSchema(Schema):
+    deliveryId = fields.String(attribute="delivery_id")
+    queued = fields.Boolean()
+
+
+class PreconfiguredConfigSchema(Schema):
+    category = fields.String()
+    description = fields.String()
+    eventTypes = fields.List(fields.String(), attribute="event_types")
+    urlTemplate = fields.String(attribute="url_template", allow_none=True)
+
+
+class PreconfiguredConfigListSchema(Schema):
+    items = fields.List(fields.Nested(PreconfiguredConfigSchema))
+
+
+class EventTypeSchema(Schema):
+    name = fields.String()
+    description = fields.String()
+    category = fields.String()
+    accountLevel = fields.Boolean(attribute="account_level")
+    example = fields.Dict()
+    v1Types = fields.List(fields.String(), attribute="v1_types")
+    e2bLabels = fields.List(fields.String(), attribute="e2b_labels")
+
+
+class EventTypeListSchema(Schema):
+    items = fields.List(fields.Nested(EventTypeSchema))
+
+
+class InitializationStatusSchema(Schema):
+    organizationId = fields.String(attribute="organization_id")
+    status = fields.String(metadata={"enum": ["pending", "initialized", "failed"]})
+    applicationCreated = fields.Boolean(attribute="application_created")
+    endpointsCreated = fields.Boolean(attribute="endpoints_created")
+    endpointIds = fields.List(fields.String(), attribute="endpoint_ids")
+    lastError = fields.String(attribute="last_error", allow_none=True)
+    retryCount = fields.Integer(attribute="retry_count")
+    createdAt = Timestamp(attribute="created_at")
+    updatedAt = Timestamp(attribute="updated_at")
+
+
+class InitializationStatsSchema(Schema):
+    total = fields.Integer()
+    initialized = fields.Integer()
+    failed = fields.Integer()
+    pending = fields.Integer()
+
+
+class RetriedSchema(Schema):
+    retried = fields.Integer()
+
+
+class UpdateReportSchema(Schema):
+    organizations = fields.Integer()
+    created = fields.Integer()
+    updated = fields.Integer()
+
+
+class DatabaseHealthSchema(Schema):
+    ok = fields.Boolean()
+    latencyMs = fields.Float(allow_none=True)
+
+
+class OkSchema(Schema):
+    ok = fields.Boolean()
+
+
+class WorkersHealthSchema(Schema):
+    ok = fields.Boolean()
+    count = fields.Integer()
+
+
+class ServiceStatusSchema(Schema):
+    status = fields.String(metadata={"enum": ["ok", "degraded"]})
+    database = fields.Nested(DatabaseHealthSchema)
+    broker = fields.Nested(OkSchema)
+    workers = fields.Nested(WorkersHealthSchema)
+
+
+class DaytonaErrorSchema(Schema):
+    statusCode = fields.Integer()
+    error = fields.String()
+    message = fields.String()
