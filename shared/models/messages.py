@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, JSONType, UTCDateTime, utcnow
+from .base import Base, UTCDateTime, utcnow
 
 
 class Message(Base):
@@ -22,7 +22,9 @@ class Message(Base):
     # The caller's idempotency key, unique per organization.
     event_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     # The event's fields as reported (without event/timestamp), or the custom payload.
-    payload: Mapped[dict] = mapped_column(JSONType)
+    # Plain JSON, not JSONB: JSONB reorders keys, and receivers get the fields in the
+    # order the platform reported them.
+    payload: Mapped[dict] = mapped_column(JSON)
     # The payloads' timestamp, formatted once (ISO 8601 UTC with milliseconds).
     timestamp: Mapped[str] = mapped_column(String(40))
     custom: Mapped[bool] = mapped_column(Boolean, default=False)

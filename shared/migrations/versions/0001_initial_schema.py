@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(length=256), nullable=True),
         sa.Column(
             "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(),
             nullable=False,
         ),
         sa.Column("timestamp", sa.String(length=40), nullable=False),
