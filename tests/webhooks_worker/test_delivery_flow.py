@@ -196,3 +196,61 @@ def _attempts(message_id):
                 select(Attempt).where(Attempt.message_id == message_id).order_by(Attempt.created_at)
             )
         )
+
+
+def test_one_event_reaches_every_face_in_its_own_format_and_no_other_org(
+    client, org, make_org, make_receiver, worker
+):
+    v1, daytona, team, stranger = (make_receiver() for _ in range(4))
+    v1_endpoint = _create_v1(client, org, v1.url, ["sandbox.paused"])
+    resp = client.post(
+        f"/api/webhooks/organizations/{org.id}/endpoints",
+        json={"url": daytona.url, "eventTypes": ["sandbox.*"], "name": "all sandbox events"},
+        headers=org.headers,
+    )
+    assert resp.status_code == 201
+    daytona_secret = resp.json["secret"]
+    resp = client.post(
+        "/events/webhooks/sandboxes",
+        json={"url": team.url, "events": ["pause", "kill"]},
+        headers=org.headers,
+    )
+    assert resp.status_code == 201
+    team_secret = resp.json["signatureSecret"]
+    other = make_org("Other")
+    _create_v1(client, other, stranger.url, ["sandbox.paused"])
+
+    message_id = _ingest(
+        client,
+        org,
+        id="sbx-7",
+        oldState="started",
+        newState="paused",
+        updatedAt="2026-01-01T00:00:00.000Z",
+        templateId="tpl-1",
+        metadata={"owner": "ci"},
+    )
+    envelope = Webhook(v1_endpoint["secret"]).verify(*_one(v1))
+    flat = Webhook(daytona_secret).verify(*_one(daytona))
+    e2b = Webhook(team_secret).verify(*_one(team))
+    ids = {r.headers["webhook-id"] for r in (v1.requests + daytona.requests + team.requests)}
+    assert ids == {message_id}
+
+    assert envelope["type"] == "sandbox.paused" and envelope["id"] == message_id
+    assert envelope["data"]["sandbox_id"] == "sbx-7"
+    assert envelope["data"]["status"] == "paused"
+    assert envelope["data"]["organization_id"] == org.id
+    assert flat["event"] == "sandbox.state.updated"
+    assert flat["id"] == "sbx-7" and flat["newState"] == "paused"
+    assert flat["organizationId"] == org.id and flat["metadata"] == {"owner": "ci"}
+    assert e2b["eventLabel"] == "pause" and e2b["eventCategory"] == "lifecycle"
+    assert e2b["sandboxId"] == "sbx-7" and e2b["sandboxTeamId"] == org.id
+    assert e2b["sandboxTemplateId"] == "tpl-1" and e2b["sandboxBuildId"] is None
+    assert e2b["eventData"] == {"sandbox_metadata": {"owner": "ci"}}
+    time.sleep(1)
+    assert stranger.requests == []
+
+
+def _one(receiver):
+    got = receiver.wait_for(1)[0]
+    return got.body, got.headers
