@@ -257,6 +257,12 @@ def publish_attempt(outcome: Any) -> bool:
     """Publish the live event of a task's outcome; nothing when the task made no attempt."""
     if getattr(outcome, "attempt", None) is None:
         return False
+    if getattr(outcome, "endpoint_scope", None) is not None:
+        # The worker read the endpoint for the attempt already: no second query.
+        event, data, rooms = attempt_event(
+            outcome, scope=outcome.endpoint_scope, owner_id=outcome.endpoint_owner
+        )
+        return publish(event, data, rooms=rooms)
     try:
         with get_sessionmaker()() as session:
             row = session.execute(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.config import get_settings
 from shared.errors import DomainError
@@ -20,6 +21,10 @@ log = logging.getLogger("webhooks.api")
 # Paths whose bodies may reach 16 times WEBHOOKS_MAX_PAYLOAD_BYTES (SPEC 10).
 BATCH_PATHS = ("/api/internal/events",)
 API_PREFIXES = ("/v1/", "/api/", "/events/")
+# Bodies nested deeper are refused: no event or management body needs more, and the
+# worker re-encodes an event's fields with a stack deeper than the api's, so a body the
+# api could just parse would overflow there on every try (a message never delivered).
+MAX_JSON_DEPTH = 64
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -29,6 +34,29 @@ class StrictJSONProvider(DefaultJSONProvider):
 
     def loads(self, s, **kwargs):
         return strict_json_loads(s)
+
+
+def _closed(required: list[str], **properties: str) -> dict:
+    return {
+        "type": "object",
+        "required": required,
+        "properties": {name: {"type": kind} for name, kind in properties.items()},
+        "additionalProperties": False,
+    }
+
+
+# Error bodies of the faces (SPEC 6.1, 6.2, 6.3), whichever route answers.
+FACE_ERROR_SCHEMA = {
+    "description": "An error in the shape of the face: /v1, /api (the Daytona shape) or "
+    "/events (the E2B shape).",
+    "oneOf": [
+        _closed(["success", "error", "timestamp"], success="boolean", error="string",
+                timestamp="string"),
+        _closed(["statusCode", "error", "message"], statusCode="integer", error="string",
+                message="string"),
+        _closed(["code", "message"], code="integer", message="string"),
+    ],
+}  # fmt: skip
 
 
 def _validation_message(messages: object) -> str:
@@ -52,6 +80,9 @@ def _validation_message(messages: object) -> str:
 def create_app(config: dict | None = None) -> Flask:
     """Build the Flask app with every face, the error shapes and the request transaction."""
     settings = get_settings()
+    from shared.logs import configure_logging
+
+    configure_logging(settings.log_format, process="api")
     app = Flask(__name__)
     app.json = StrictJSONProvider(app)
     app.config.update(
@@ -67,6 +98,9 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.config.update(config or {})
     api = Api(app)
+    # Every error response flask-smorest documents refers to "Error": make it what the
+    # faces really send (its own {code, status, message, errors} never goes out).
+    api.spec.components.schemas["Error"] = FACE_ERROR_SCHEMA
     api.spec.components.security_scheme(
         "ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     )
@@ -94,6 +128,14 @@ def create_app(config: dict | None = None) -> Flask:
     api.register_blueprint(internal_blp)
     _register_optional_faces(api)
 
+    from .dashboard.routes import me_blp, pages
+
+    api.register_blueprint(me_blp)
+    app.register_blueprint(pages)
+    from .health import blp as operations_blp
+
+    app.register_blueprint(operations_blp)  # /readyz and /metrics
+
     @app.get("/healthz")
     def healthz() -> dict:
         """Liveness: the process answers."""
@@ -106,6 +148,9 @@ def create_app(config: dict | None = None) -> Flask:
     # The worker's sender, so that the api can enqueue after its commits.
     import webhooks_worker.celery_app  # noqa: F401
 
+    from .realtime import init_realtime
+
+    init_realtime(app)  # the live socket, relayed from the broker (SPEC 7)
     return app
 
 
@@ -136,10 +181,17 @@ def _limit_and_parse_body() -> Response | None:
     g.json_body = None
     if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
         return None
-    if not request.path.startswith(API_PREFIXES):
-        return None
+    if not request.path.startswith(API_PREFIXES) or request.routing_exception is not None:
+        return None  # no such route or method: its 404 or 405 comes first
     data = request.get_data(cache=True)  # raises 413 past the limit, chunked bodies included
+    # A chunked body (no Content-Length) is cut at the limit by werkzeug's stream wrapper,
+    # silently: whatever the server still holds past the cut means it was too large.
+    if request.content_length is None and len(data) >= limit and _more_body_left():
+        raise RequestEntityTooLarge()
     if not data.strip():
+        if request.method in ("PUT", "PATCH"):
+            # An update without a body is a client mistake (the OpenAPI says it is required).
+            return error_response(400, "Request body is required: a JSON object of changes")
         return None
     if not request.is_json:
         return error_response(400, "Request body must be JSON (Content-Type: application/json)")
@@ -147,6 +199,54 @@ def _limit_and_parse_body() -> Response | None:
         g.json_body = strict_json_loads(data)
     except (ValueError, UnicodeDecodeError):
         return error_response(400, "Request body is not valid JSON")
+    except RecursionError:
+        return error_response(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    problem = _unstorable(g.json_body)
+    if problem:
+        g.json_body = None
+        return error_response(400, f"Request body {problem}")
+    if len(data) > settings.max_payload_bytes and not isinstance(g.json_body, list):
+        # Only an array of events may exceed the limit (SPEC 10), not one event alone.
+        g.json_body = None
+        request.max_content_length = settings.max_payload_bytes
+        raise RequestEntityTooLarge()
+    return None
+
+
+def _more_body_left() -> bool:
+    """Whether the server's input stream still has body bytes after what was read."""
+    try:
+        return bool(request.environ["wsgi.input"].read(1))
+    except (OSError, ValueError):
+        return False
+
+
+def _unstorable(value: object) -> str | None:
+    """Why a parsed JSON body cannot be stored and re-sent as it is, or None.
+
+    PostgreSQL text and JSONB refuse NUL characters, UTF-8 cannot encode an unpaired
+    surrogate (a lone ``\\ud800`` escape), and an overflowing number parses as infinity,
+    which is not JSON; each would otherwise fail at the insert, as a 500.
+    """
+    pending: list[tuple[object, int]] = [(value, 1)]  # a loop: no recursion on hostile input
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"is nested more than {MAX_JSON_DEPTH} levels deep"
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character (\\u0000), which cannot be stored"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "contains an unpaired surrogate (\\ud800-\\udfff), which is not valid text"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "contains a number too large to represent"
     return None
 
 
@@ -162,6 +262,9 @@ def _commit(response: Response) -> Response:
     except IntegrityError:
         session.rollback()
         return error_response(409, "The request conflicts with the current state; try again")
+    except DataError:
+        session.rollback()
+        return error_response(400, _DATA_ERROR)
     except (OperationalError, DBAPIError):
         session.rollback()
         log.warning("database unavailable at commit")
@@ -178,6 +281,9 @@ def _close_session(exc: BaseException | None) -> None:
             session.rollback()
         finally:
             session.close()
+
+
+_DATA_ERROR = "A value in the request is out of range or malformed for its field"
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -206,6 +312,13 @@ def _register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
+
+    @app.errorhandler(DataError)
+    def _bad_value(exc: DataError) -> Response:
+        # The database refused a value the client sent (a number beyond its column's
+        # range, say): the client's to fix, and retrying the same request cannot help.
+        log.info("value refused by the database: %s", exc.orig.__class__.__name__)
+        return error_response(400, _DATA_ERROR)
 
     @app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> Response:

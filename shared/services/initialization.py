@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import notify
 from ..config import get_settings
 from ..crypto import encrypt, new_signing_secret
 from ..errors import DomainError, NotFound
@@ -165,6 +166,7 @@ def _create_preconfigured(
     )
     session.add(endpoint)
     session.flush()
+    notify.endpoint_event_after_commit(session, "endpoint.created", endpoint.id)
     return endpoint
 
 
@@ -197,6 +199,7 @@ def _apply_categories(
                 endpoint.event_types = list(item.event_types)
                 endpoint.description = item.description
                 endpoint.updated_at = utcnow()
+                notify.endpoint_event_after_commit(session, "endpoint.updated", endpoint.id)
                 updated += 1
     ordered = [
         existing[item.category] for item in PRECONFIGURED_CATEGORIES if item.category in existing
