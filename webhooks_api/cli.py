@@ -1,4 +1,9 @@
-"""The ``webhooks`` command: run the service and do everyday chores."""
+"""The ``webhooks`` command: run the service and do everyday chores.
+
+Every chore calls a service (``shared.services``); this module parses options, prints
+results (``--json`` for scripts, tables for people, progress on stderr) and turns
+domain errors into ``click.ClickException`` messages with a non-zero exit.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,78 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
 
 import click
 
-from shared.config import ConfigError, Settings, get_settings
+from shared.config import ConfigError, Settings, get_settings, load_settings
 
 
 def _settings() -> Settings:
+    """The validated settings (a bad one is a one-line error), with logging set up."""
     try:
-        return get_settings()
+        settings = get_settings()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
+    _configure_logging(settings.log_format)
+    return settings
+
+
+def _configure_logging(log_format: str) -> None:
+    from shared.logs import configure_logging
+
+    # Warnings only: the commands print their own results on stdout.
+    configure_logging(log_format, process="cli", level="WARNING")
+
+
+def _broker() -> None:
+    """Load the Celery app, which installs the sender that enqueues after commits."""
+    import webhooks_worker.celery_app  # noqa: F401
+
+
+@contextlib.contextmanager
+def _service_errors() -> Iterator[None]:
+    """Domain errors and an unreachable database become one-line CLI errors."""
+    from sqlalchemy.exc import OperationalError
+
+    from shared.errors import DomainError
+
+    try:
+        yield
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    except OperationalError as exc:
+        from shared.services.operations import error_reason
+
+        raise click.ClickException(
+            f"database unavailable ({error_reason(exc)}); run `webhooks check`"
+        ) from None
+
+
+def _stamp(value: datetime | None) -> str | None:
+    from shared.payloads import format_timestamp
+
+    return format_timestamp(value) if value else None
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=str))
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    from shared.errors import Invalid
+    from shared.services.operations import parse_moment
+
+    if value is None:
+        return None
+    try:
+        return parse_moment(value)
+    except Invalid:
+        raise click.BadParameter(
+            "give an ISO 8601 time or a duration ago such as 30m, 6h, 7d", param_hint=name
+        ) from None
 
 
 @click.group()
@@ -29,11 +95,13 @@ def cli() -> None:
 
 @cli.command()
 def migrate() -> None:
-    """Bring the database schema up to date."""
+    """Bring the database schema up to date (safe to run from several processes at once)."""
     from shared.migrate import upgrade
+    from shared.services.operations import migration_lock
 
     settings = _settings()
-    upgrade(settings.database_url)
+    with _service_errors(), migration_lock(settings.database_url):
+        upgrade(settings.database_url)
     click.echo("database schema is up to date")
 
 
@@ -77,8 +145,10 @@ def up(host: str, port: int, concurrency: int | None) -> None:
         f"{host}:{port}",
         "--worker-class",
         "gthread",
+        # Each open live socket (a dashboard tab) holds one thread; one process, because
+        # the embedded broker relays live events to a single api process.
         "--threads",
-        "8",
+        "32",
         "--access-logfile",
         "-",
     ]
@@ -115,6 +185,85 @@ def up(host: str, port: int, concurrency: int | None) -> None:
         raise SystemExit(1)
 
 
+# ---- check ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for each part.")
+@click.option("--skip-workers", is_flag=True, help="Do not ping the workers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def check(timeout: float, skip_workers: bool, as_json: bool) -> None:
+    """Check the configuration, the database, the broker and the workers.
+
+    Exits 1 naming the broken parts.
+    """
+    from shared.logs import redact
+    from shared.services.operations import Check
+
+    checks: list[Check] = []
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _configure_logging("text")
+        checks.append(Check("config", False, str(exc)))
+        settings = None
+    else:
+        _configure_logging(settings.log_format)
+        checks.append(
+            Check(
+                "config",
+                True,
+                f"database {redact(settings.database_url)}, broker {redact(settings.broker_url)}",
+            )
+        )
+    if settings is not None:
+        checks.extend(_check_services(settings, timeout=timeout, skip_workers=skip_workers))
+    broken = [c.part for c in checks if not c.ok]
+    if as_json:
+        parts = [{"part": c.part, "ok": c.ok, "detail": c.detail} for c in checks]
+        _echo_json({"ok": not broken, "checks": parts})
+    else:
+        for c in checks:
+            click.echo(f"{c.part:<9} {'ok' if c.ok else 'FAILED':<7} {c.detail}")
+    if broken:
+        details = "; ".join(f"{c.part}: {c.detail}" for c in checks if not c.ok)
+        raise click.ClickException(f"check failed: {details}")
+
+
+def _check_services(settings: Settings, *, timeout: float, skip_workers: bool) -> list[Any]:
+    from shared.db import get_sessionmaker
+    from shared.logs import redact
+    from shared.services.operations import Check, check_database
+
+    checks = [check_database(get_sessionmaker(), database_url=settings.database_url)]
+    _broker()
+    from webhooks_worker.health import broker_ok, worker_count
+
+    broker = broker_ok(timeout=timeout)
+    where = redact(settings.broker_url)
+    checks.append(Check("broker", broker, where if broker else f"{where} unreachable"))
+    if skip_workers:
+        checks.append(Check("workers", True, "not checked (--skip-workers)"))
+    elif not settings.uses_redis:
+        # kombu's SQLAlchemy transport has no broadcast, so workers cannot be pinged.
+        checks.append(Check("workers", True, "not checked (the embedded broker cannot ping)"))
+    elif not broker:
+        checks.append(Check("workers", False, "not reachable: the broker is down"))
+    else:
+        count = worker_count(timeout=timeout)
+        checks.append(
+            Check(
+                "workers",
+                count > 0,
+                f"{count} answering" if count else f"no worker answered a ping in {timeout:g} s",
+            )
+        )
+    return checks
+
+
+# ---- organizations and keys ----------------------------------------------------------------
+
+
 @cli.group()
 def org() -> None:
     """Organizations."""
@@ -127,30 +276,363 @@ def org() -> None:
 def org_create(name: str, organization_id: str | None, as_json: bool) -> None:
     """Create an organization; prints its id and root API key (shown only once)."""
     from shared.db import session_scope
-    from shared.errors import DomainError
     from shared.services import organizations
 
     _settings()
-    import webhooks_worker.celery_app  # noqa: F401  (the broker, for initialization)
-
-    try:
-        with session_scope() as session:
-            new_org, root = organizations.create_organization(
-                session, name=name, organization_id=organization_id
-            )
-            organizations.start_initialization(session, organization_id=new_org.id)
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from None
-    if as_json:
-        click.echo(
-            json.dumps(
-                {"organizationId": new_org.id, "userId": root.user.id, "apiKey": root.api_key}
-            )
+    _broker()  # initialization is enqueued after the commit
+    with _service_errors(), session_scope() as session:
+        new_org, root = organizations.create_organization(
+            session, name=name, organization_id=organization_id
         )
+        organizations.start_initialization(session, organization_id=new_org.id)
+    if as_json:
+        _echo_json({"organizationId": new_org.id, "userId": root.user.id, "apiKey": root.api_key})
     else:
         click.echo(f"organization: {new_org.id}")
         click.echo(f"root user:    {root.user.id}")
         click.echo(f"api key:      {root.api_key}   (shown only now)")
+
+
+@org.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def org_list(as_json: bool) -> None:
+    """List every organization with its users, endpoints and initialization status."""
+    from shared.db import session_scope
+    from shared.services.operations import list_organization_summaries
+
+    _settings()
+    with _service_errors(), session_scope() as session:
+        rows = [
+            {
+                "id": s.organization.id,
+                "name": s.organization.name,
+                "createdAt": _stamp(s.organization.created_at),
+                "initialization": s.initialization_status,
+                "users": s.users,
+                "endpoints": s.endpoints,
+            }
+            for s in list_organization_summaries(session)
+        ]
+    if as_json:
+        _echo_json({"items": rows, "total": len(rows)})
+        return
+    click.echo(f"{'ID':<20} {'INIT':<12} {'USERS':>5} {'ENDPOINTS':>9}  {'CREATED':<24} NAME")
+    for r in rows:
+        click.echo(
+            f"{r['id']:<20} {r['initialization'] or '-':<12} {r['users']:>5} "
+            f"{r['endpoints']:>9}  {r['createdAt']:<24} {r['name']}"
+        )
+    click.echo(f"{len(rows)} organization(s)", err=True)
+
+
+@cli.group()
+def key() -> None:
+    """API keys."""
+
+
+@key.command("create")
+@click.option("--org", "organization_id", default=None, help="For this organization's root user.")
+@click.option("--user", "user_id", default=None, help="For this user.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def key_create(organization_id: str | None, user_id: str | None, as_json: bool) -> None:
+    """Issue a new API key for a user or an organization's root (shown only once)."""
+    from shared.db import session_scope
+    from shared.services.operations import issue_api_key
+
+    if (organization_id is None) == (user_id is None):
+        raise click.UsageError("give exactly one of --org or --user")
+    _settings()
+    with _service_errors(), session_scope() as session:
+        user, api_key = issue_api_key(session, user_id=user_id, organization_id=organization_id)
+        result = {
+            "organizationId": user.organization_id,
+            "userId": user.id,
+            "role": user.role,
+            "apiKey": api_key,
+        }
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"user:    {result['userId']} ({result['role']} of {result['organizationId']})")
+        click.echo(f"api key: {api_key}   (shown only now)")
+
+
+# ---- endpoints -----------------------------------------------------------------------------
+
+
+def _endpoint_row(endpoint: Any, stats: Any = None) -> dict:
+    row = {
+        "id": endpoint.id,
+        "organizationId": endpoint.organization_id,
+        "url": endpoint.url,
+        "status": "active" if endpoint.is_active else "disabled",
+        "disabledReason": endpoint.disabled_reason,
+        "eventTypes": list(endpoint.event_types or []),
+        "payloadFormat": endpoint.payload_format,
+        "scope": endpoint.scope,
+        "category": endpoint.category,
+        "failingSince": _stamp(endpoint.failing_since),
+        "createdAt": _stamp(endpoint.created_at),
+        "updatedAt": _stamp(endpoint.updated_at),
+    }
+    if stats is not None:
+        row["stats"] = {
+            "total": stats.total,
+            "successful": stats.successful,
+            "failed": stats.failed,
+            "pending": stats.pending,
+            "lastDeliveryAt": _stamp(stats.last_delivery_at),
+        }
+    return row
+
+
+@cli.group()
+def endpoint() -> None:
+    """Endpoints of every organization."""
+
+
+@endpoint.command("list")
+@click.option("--org", "organization_id", default=None, help="Only this organization's.")
+@click.option("--status", type=click.Choice(["active", "disabled"]), default=None)
+@click.option("--url-contains", default=None, help="Only endpoints whose URL contains this.")
+@click.option("--category", default=None, help="Preconfigured category, or team-hook.")
+@click.option("--failing", is_flag=True, help="Only endpoints failing right now.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def endpoint_list(
+    organization_id: str | None,
+    status: str | None,
+    url_contains: str | None,
+    category: str | None,
+    failing: bool,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List endpoints with their delivery figures, oldest first."""
+    from shared.db import session_scope
+    from shared.services.operations import list_all_endpoints
+
+    _settings()
+    with _service_errors(), session_scope() as session:
+        found, total = list_all_endpoints(
+            session,
+            organization_id=organization_id,
+            status=status,
+            url_contains=url_contains,
+            category=category,
+            failing=failing,
+            limit=limit,
+            offset=offset,
+        )
+        rows = [_endpoint_row(e, s) for e, s in found]
+    if as_json:
+        _echo_json({"items": rows, "total": total})
+        return
+    click.echo(f"{'ID':<20} {'ORGANIZATION':<20} {'STATUS':<9} {'OK':>6} {'FAILED':>6} URL")
+    for r in rows:
+        click.echo(
+            f"{r['id']:<20} {r['organizationId']:<20} {r['status']:<9} "
+            f"{r['stats']['successful']:>6} {r['stats']['failed']:>6} {r['url']}"
+        )
+    click.echo(f"{len(rows)} of {total} endpoint(s)", err=True)
+
+
+def _set_active(endpoint_id: str, active: bool, reason: str | None, as_json: bool) -> None:
+    from shared.db import session_scope
+    from shared.services.operations import set_endpoint_active
+
+    _settings()
+    with _service_errors(), session_scope() as session:
+        found, changed = set_endpoint_active(
+            session, endpoint_id=endpoint_id, active=active, reason=reason
+        )
+        row = _endpoint_row(found)
+    if as_json:
+        _echo_json({**row, "changed": changed})
+    elif changed:
+        click.echo(f"{endpoint_id} is now {row['status']}")
+    else:
+        click.echo(f"{endpoint_id} was already {row['status']}")
+
+
+@endpoint.command("disable")
+@click.argument("endpoint_id")
+@click.option("--reason", default=None, help="Shown as the endpoint's disabledReason.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def endpoint_disable(endpoint_id: str, reason: str | None, as_json: bool) -> None:
+    """Disable an endpoint; its pending deliveries are cancelled."""
+    _set_active(endpoint_id, False, reason, as_json)
+
+
+@endpoint.command("enable")
+@click.argument("endpoint_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def endpoint_enable(endpoint_id: str, as_json: bool) -> None:
+    """Enable a disabled endpoint again (new messages are delivered to it)."""
+    _set_active(endpoint_id, True, None, as_json)
+
+
+# ---- messages ------------------------------------------------------------------------------
+
+
+@cli.group()
+def messages() -> None:
+    """Messages and their delivery attempts."""
+
+
+def _activity_json(item: Any) -> dict:
+    base = {
+        "kind": item.kind,
+        "id": item.id,
+        "timestamp": _stamp(item.created_at),
+        "organizationId": item.organization_id,
+        "messageId": item.message_id,
+        "eventType": item.event_type,
+    }
+    if item.kind == "message":
+        return {**base, **item.extra}
+    return {
+        **base,
+        "deliveryId": item.delivery_id,
+        "endpointId": item.endpoint_id,
+        "status": item.status,
+        "statusCode": item.status_code,
+        "durationMs": item.duration_ms,
+        "trigger": item.trigger,
+        "url": item.url,
+        "error": item.error,
+    }
+
+
+def _activity_text(item: Any) -> str:
+    stamp = _stamp(item.created_at)
+    if item.kind == "message":
+        return f"{stamp}  message  {item.id}  {item.event_type}  {item.organization_id}"
+    answer = item.status_code if item.status_code is not None else (item.error or "no answer")
+    return (
+        f"{stamp}  attempt  {item.status:<7} {answer}  {item.duration_ms}ms  {item.trigger}  "
+        f"{item.delivery_id} -> {item.endpoint_id}  {item.message_id}  {item.url}"
+    )
+
+
+@messages.command("tail")
+@click.option("--org", "organization_id", default=None, help="Only this organization's.")
+@click.option("--endpoint", "endpoint_id", default=None, help="Only this endpoint's.")
+@click.option("--since", default=None, help="Start from this time (ISO 8601, or 10m, 2h ago).")
+@click.option(
+    "--interval",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(0.05, 60),
+    help="Seconds between polls.",
+)
+@click.option("--limit", default=None, type=click.IntRange(1), help="Stop after this many lines.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def messages_tail(
+    organization_id: str | None,
+    endpoint_id: str | None,
+    since: str | None,
+    interval: float,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Follow new messages and delivery attempts as they are recorded (Ctrl-C to stop)."""
+    from shared.db import get_sessionmaker
+    from shared.services.operations import ActivityTail
+
+    _settings()
+    tail = ActivityTail(
+        get_sessionmaker(),
+        since=_moment(since, "--since"),
+        organization_id=organization_id,
+        endpoint_id=endpoint_id,
+    )
+    click.echo(
+        f"following messages and attempts since {_stamp(tail.cursor)} (Ctrl-C to stop)", err=True
+    )
+    shown = 0
+    with _service_errors(), contextlib.suppress(KeyboardInterrupt):
+        for item in tail.follow(interval, time.sleep):
+            click.echo(json.dumps(_activity_json(item)) if as_json else _activity_text(item))
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+
+
+# ---- recovery and retention ----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("endpoint_id")
+@click.option("--since", required=True, help="Window start: ISO 8601, or 30m, 6h, 7d ago.")
+@click.option("--until", default=None, help="Window end (default now).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def recover(endpoint_id: str, since: str, until: str | None, as_json: bool) -> None:
+    """Attempt again, once, every failed delivery of an endpoint created in the window."""
+    from shared.db import session_scope
+    from shared.services.operations import recover_endpoint
+
+    _settings()
+    _broker()  # the manual attempts are enqueued after the commit
+    start, end = _moment(since, "--since"), _moment(until, "--until")
+    with _service_errors(), session_scope() as session:
+        count = recover_endpoint(session, endpoint_id=endpoint_id, since=start, until=end)
+    if as_json:
+        _echo_json({"endpointId": endpoint_id, "recovered": count})
+    else:
+        click.echo(f"{count} failed deliveries of {endpoint_id} queued for another attempt")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def purge(dry_run: bool, as_json: bool) -> None:
+    """Delete messages and attempts older than WEBHOOKS_RETENTION_DAYS, in small batches."""
+    from shared.db import get_sessionmaker, session_scope
+    from shared.services.operations import count_expired, purge_in_batches
+
+    settings = _settings()
+    with _service_errors(), session_scope() as session:
+        expired = count_expired(session, retention_days=settings.retention_days)
+    total = expired["messages"] + expired["attempts"]
+    if dry_run:
+        if as_json:
+            _echo_json({"dryRun": True, "retentionDays": settings.retention_days, **expired})
+        else:
+            click.echo(
+                f"would delete {expired['messages']} messages and {expired['attempts']} attempts "
+                f"older than {settings.retention_days} days"
+            )
+        return
+    deleted = {"messages": 0, "attempts": 0}
+    show_bar = not as_json and total > 0
+    with _service_errors(), _progress(show_bar, total, "purging") as advance:
+        for counts in purge_in_batches(get_sessionmaker()):
+            for name in deleted:
+                deleted[name] += counts[name]
+            advance(counts["messages"] + counts["attempts"])
+    if as_json:
+        _echo_json({"dryRun": False, "retentionDays": settings.retention_days, **deleted})
+    else:
+        click.echo(
+            f"deleted {deleted['messages']} messages and {deleted['attempts']} attempts "
+            f"older than {settings.retention_days} days"
+        )
+
+
+@contextlib.contextmanager
+def _progress(show: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (stdout stays clean for scripts), or nothing."""
+    if not show:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar.update
+
+
+# ---- trying it out -------------------------------------------------------------------------
 
 
 @cli.command()
@@ -192,8 +674,9 @@ def listen(port: int, secret: str | None, status: int) -> None:
 
 
 def main() -> None:  # pragma: no cover
+    """Console entry point."""
     cli()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    cli()
+    main()

@@ -1,0 +1,328 @@
+"""Log setup for every process: text for people, JSON lines for machines, secrets scrubbed.
+
+``WEBHOOKS_LOG_FORMAT=json`` makes each record one JSON object on one line with
+``time``, ``level``, ``logger``, ``process`` (api, worker, beat, cli), ``message`` and, on
+every line about a delivery, its ``delivery_id``, ``message_id``, ``endpoint_id`` and
+``organization_id``. Those ids come from three places, first found wins:
+
+1. the record's own ``extra`` (``log.info(..., extra={"delivery_id": ...})``);
+2. the log context of the running code (``bind_context``), which the worker binds for
+   the duration of a task (``webhooks_worker.observability``);
+3. a small in-process cache from delivery id to the other three ids, filled whenever a
+   delivery row is loaded, so a line that knows only the delivery id gets the rest.
+
+Secrets never reach a line: signing secrets, API keys, bearer tokens, JWTs, URL
+passwords and the configured platform token, JWT secret and encryption key are replaced
+before a record is written, whatever the format.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import sys
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+# The ids a line about a delivery carries, in the order a JSON line shows them.
+CONTEXT_FIELDS = ("organization_id", "endpoint_id", "message_id", "delivery_id", "attempt_id")
+# Extra fields passed through to JSON lines when a record or the context has them.
+PASSTHROUGH_FIELDS = ("task_id", "task_name", "try_number", "trigger", "status_code")
+
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "webhooks_log_context", default=None
+)
+
+REDACTED = "[redacted]"
+_PATTERNS = (
+    # Standard Webhooks signing secrets (whsec_ + base64).
+    (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_" + REDACTED),
+    # Our API keys (shared.crypto.API_KEY_PREFIX + urlsafe base64).
+    (re.compile(r"whk_live_[A-Za-z0-9_\-]+"), "whk_live_" + REDACTED),
+    # JWTs (three base64url parts, the header always starts with eyJ).
+    (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"), REDACTED),
+    # Bearer credentials in echoed headers.
+    (re.compile(r"(?i)(bearer\s+)[^\s'\",]+"), r"\1" + REDACTED),
+    # Passwords in URLs (postgresql://user:pass@host, redis://:pass@host).
+    (re.compile(r"(://[^:/@\s]*:)[^@/\s]+@"), r"\1" + REDACTED + "@"),
+)
+
+
+def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with every known kind of secret, and the given literal secrets, replaced."""
+    for secret in extra_secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# ---- context -------------------------------------------------------------------------------
+
+
+def current_context() -> dict[str, Any]:
+    """The ids bound for the running code (a copy)."""
+    return dict(_context.get() or {})
+
+
+@contextlib.contextmanager
+def bind_context(**fields: Any) -> Iterator[None]:
+    """Add ids to every line logged inside the block (per thread and per task)."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def set_context(**fields: Any) -> contextvars.Token:
+    """Bind ids until ``reset_context(token)``; for signal pairs such as task pre/postrun."""
+    return _context.set({**(_context.get() or {}), **fields})
+
+
+def update_context(**fields: Any) -> None:
+    """Add ids to the context already bound (nothing is bound: nothing happens)."""
+    bound = _context.get()
+    if bound is not None:
+        bound.update({k: v for k, v in fields.items() if v is not None})
+
+
+def reset_context(token: contextvars.Token) -> None:
+    """Undo a ``set_context``."""
+    with contextlib.suppress(ValueError):  # a token of another context: nothing to undo
+        _context.reset(token)
+
+
+class _DeliveryIds:
+    """A bounded map delivery id -> (message, endpoint, organization), which never change."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, delivery_id: str, message_id: str, endpoint_id: str, org_id: str) -> None:
+        with self._lock:
+            self._ids[delivery_id] = (message_id, endpoint_id, org_id)
+            self._ids.move_to_end(delivery_id)
+            while len(self._ids) > self._size:
+                self._ids.popitem(last=False)
+
+    def lookup(self, delivery_id: str) -> tuple[str, str, str] | None:
+        with self._lock:
+            return self._ids.get(delivery_id)
+
+
+_delivery_ids = _DeliveryIds()
+
+
+def remember_delivery(
+    delivery_id: str, *, message_id: str, endpoint_id: str, organization_id: str
+) -> None:
+    """Record a delivery's ids, so that a line naming only the delivery shows the rest."""
+    _delivery_ids.remember(delivery_id, message_id, endpoint_id, organization_id)
+    bound = _context.get()
+    if bound is not None and bound.get("delivery_id") == delivery_id:
+        bound.setdefault("message_id", message_id)
+        bound.setdefault("endpoint_id", endpoint_id)
+        bound.setdefault("organization_id", organization_id)
+
+
+# Tasks whose first argument is a delivery id.
+DELIVERY_TASKS = ("webhooks.deliver", "webhooks.deliver_manual")
+
+
+def _celery_task_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """Celery's "received" and "succeeded" lines carry the task in ``record.data``."""
+    data = getattr(record, "data", None)
+    if not isinstance(data, dict) or data.get("name") not in DELIVERY_TASKS:
+        return {}
+    fields: dict[str, Any] = {"task_id": data.get("id"), "task_name": data.get("name")}
+    args = data.get("args")
+    try:
+        parsed = ast.literal_eval(args) if isinstance(args, str) else args
+    except (ValueError, SyntaxError):
+        parsed = None
+    if isinstance(parsed, list | tuple) and parsed and isinstance(parsed[0], str):
+        fields["delivery_id"] = parsed[0]
+    return fields
+
+
+def known_delivery(delivery_id: str) -> dict[str, str]:
+    """The message, endpoint and organization ids of a delivery this process has seen."""
+    known = _delivery_ids.lookup(delivery_id)
+    if not known:
+        return {}
+    return dict(zip(("message_id", "endpoint_id", "organization_id"), known, strict=True))
+
+
+def record_ids(record: logging.LogRecord) -> dict[str, Any]:
+    """The delivery ids (and task fields) that belong on this record's line."""
+    fields: dict[str, Any] = {}
+    bound = {**_celery_task_fields(record), **(_context.get() or {})}
+    for name in CONTEXT_FIELDS + PASSTHROUGH_FIELDS:
+        value = getattr(record, name, None)
+        if value is None:
+            value = bound.get(name)
+        if value is not None:
+            fields[name] = value
+    delivery_id = fields.get("delivery_id")
+    if delivery_id and not all(k in fields for k in CONTEXT_FIELDS[:3]):
+        for name, value in known_delivery(str(delivery_id)).items():
+            fields.setdefault(name, value)
+    return fields
+
+
+# ---- formatters ----------------------------------------------------------------------------
+
+
+def _secrets() -> tuple[str, ...]:
+    """The configured literal secrets, so that none is ever echoed (empty before config)."""
+    try:
+        from .config import get_settings
+
+        settings = get_settings()
+    except Exception:  # noqa: BLE001 - a bad config is reported elsewhere; scrub by pattern
+        return ()
+    return tuple(
+        s for s in (settings.admin_token, settings.jwt_secret, settings.encryption_key) if s
+    )
+
+
+def _iso(created: float) -> str:
+    stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ids from the record, the context and the delivery cache."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        secrets = _secrets()
+        line: dict[str, Any] = {
+            "time": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "process": self.process,
+            "message": redact(record.getMessage(), secrets),
+        }
+        line.update(record_ids(record))
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info))
+            line["exception"] = redact(text, secrets)
+        elif record.exc_text:
+            line["exception"] = redact(record.exc_text, secrets)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Celery's familiar layout, ids appended as key=value, secrets scrubbed."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__("[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s")
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ids = record_ids(record)
+        if ids:
+            text += " " + " ".join(f"{k}={v}" for k, v in ids.items())
+        return redact(text, _secrets())
+
+
+# ---- setup ---------------------------------------------------------------------------------
+
+_HANDLER_MARK = "_webhooks_handler"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def make_handler(log_format: str, process: str, stream: Any = None) -> logging.Handler:
+    """A stream handler with the formatter for ``log_format`` ("text" or "json")."""
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    formatter: logging.Formatter = (
+        JsonFormatter(process) if log_format == "json" else TextFormatter(process)
+    )
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+    return handler
+
+
+def configure_logging(
+    log_format: str, *, process: str, level: int | str = logging.INFO, stream: Any = None
+) -> logging.Handler:
+    """Install our handler on the root logger (once per process; a second call replaces it).
+
+    Gunicorn's own loggers are routed through it too, so that access and error lines
+    share the format.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = make_handler(log_format, process, stream)
+    handler.setLevel(level)
+    root.addHandler(handler)
+    watch_deliveries()
+    # Only ever lowered: a process embedding another's setup (tests) keeps what it asked for.
+    wanted = logging.getLevelName(level) if isinstance(level, str) else level
+    if root.level == logging.NOTSET or root.level > wanted:
+        root.setLevel(wanted)
+    if log_format == "json":
+        for name in ("gunicorn.error", "gunicorn.access"):
+            gunicorn_logger = logging.getLogger(name)
+            if gunicorn_logger.handlers:
+                gunicorn_logger.handlers = [handler]
+                gunicorn_logger.propagate = False
+    return handler
+
+
+_watching = False
+
+
+def watch_deliveries() -> None:
+    """Remember the ids of every delivery row this process loads (for ``record_ids``)."""
+    global _watching
+    if _watching:
+        return
+    from sqlalchemy import event
+
+    from .models import Delivery
+
+    def _remember(target: Delivery, *_args: Any) -> None:
+        if target.id and target.message_id and target.endpoint_id:
+            remember_delivery(
+                target.id,
+                message_id=target.message_id,
+                endpoint_id=target.endpoint_id,
+                organization_id=target.organization_id,
+            )
+
+    event.listen(Delivery, "load", _remember)
+    _watching = True

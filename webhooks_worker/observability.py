@@ -1,0 +1,60 @@
+"""Logs and log context of the worker and beat processes, wired through Celery's signals.
+
+Imported by ``webhooks_worker.celery_app`` so that every process that loads the Celery
+app (worker, beat, and the api, which enqueues through it) has the hooks; the api sets
+up its own logging in ``create_app``. Importing ``shared.metrics`` here installs the
+commit-time counters in every such process.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import threading
+from typing import Any
+
+from celery import signals
+
+from shared import logs, metrics  # noqa: F401  (metrics: installs the commit-time counters)
+from shared.config import get_settings
+
+_tokens: dict[str, contextvars.Token] = {}
+_tokens_lock = threading.Lock()
+
+
+def process_role(argv: list[str] | None = None) -> str:
+    """``beat`` for ``celery beat``, else ``worker`` (a worker with ``--beat`` included)."""
+    args = sys.argv if argv is None else argv
+    return "beat" if "beat" in args and "worker" not in args else "worker"
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
+    """Replace Celery's logging setup with ours (text or JSON lines, secrets scrubbed)."""
+    logs.configure_logging(
+        get_settings().log_format, process=process_role(), level=loglevel or "INFO"
+    )
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, args: Any = None, **_kw: Any):
+    """Bind the task, and the delivery it works on, to every line it logs."""
+    if task_id is None or task is None:
+        return
+    fields: dict[str, Any] = {"task_id": task_id, "task_name": task.name}
+    if task.name in logs.DELIVERY_TASKS and args:
+        fields["delivery_id"] = args[0]
+        if task.name == "webhooks.deliver" and len(args) > 1:
+            fields["try_number"] = args[1]
+        fields.update(logs.known_delivery(str(args[0])))
+    token = logs.set_context(**fields)
+    with _tokens_lock:
+        _tokens[task_id] = token
+
+
+@signals.task_postrun.connect
+def _unbind_task(task_id: str | None = None, **_kw: Any) -> None:
+    with _tokens_lock:
+        token = _tokens.pop(task_id, None) if task_id else None
+    if token is not None:
+        logs.reset_context(token)
