@@ -482,6 +482,10 @@ class DeliveryClient:
                 preload_content=False,
                 decode_content=True,
             )
+            if attempt.expired:
+                # Cut while the headers were still arriving: http.client takes the EOF for
+                # their end, but no answer was received.
+                raise _DeadlineExceeded()
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             attempt.phase = "reading the response body"

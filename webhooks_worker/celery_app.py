@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+
+from celery import Celery, signals
 
 from shared import queue
 from shared.config import get_settings
@@ -10,6 +12,8 @@ from shared.services.deliveries import MAX_BROKER_COUNTDOWN
 
 from . import observability  # noqa: F401  (logging setup, log context, metrics counters)
 from .routing import TASK_QUEUES, route_task
+
+log = logging.getLogger("webhooks.worker")
 
 # The longest a single attempt can take: SPEC 5 caps timeout_seconds at 300.
 MAX_ATTEMPT_SECONDS = 300
@@ -20,8 +24,8 @@ TASK_TIME_LIMIT = MAX_ATTEMPT_SECONDS + 60
 # plus the task time limit, or held tasks would be delivered twice.
 VISIBILITY_TIMEOUT = int(MAX_BROKER_COUNTDOWN + TASK_TIME_LIMIT + 600)
 # How long one broker command may take before it counts as failed (Redis answers in
-# milliseconds; consumers block at most 1 s in BRPOP, well inside this).
-BROKER_SOCKET_TIMEOUT = 5.0
+# milliseconds; consumers block at most 1 s in BRPOP, inside this).
+BROKER_SOCKET_TIMEOUT = 3.0
 
 
 def make_celery() -> Celery:
@@ -65,11 +69,12 @@ def make_celery() -> Celery:
         # hangs (a partition, not a refusal) it must fail fast rather than hold the request
         # forever; the row is committed and beat's sweep sends what never reached Redis.
         broker_connection_timeout=BROKER_SOCKET_TIMEOUT,
+        # One retry rides out a Redis restart; more would only hold the request longer.
         task_publish_retry_policy={
-            "max_retries": 2,
+            "max_retries": 1,
             "interval_start": 0,
             "interval_step": 0.5,
-            "interval_max": 1,
+            "interval_max": 0.5,
         },
         # The embedded SQLite transport hands its options to create_engine, so only
         # Redis gets them.
@@ -104,3 +109,42 @@ def _send(name: str, args, countdown, eta) -> None:
 
 
 queue.configure(_send)
+
+
+def broker_eviction_warning(broker_url: str) -> str | None:
+    """A warning when the Redis broker may evict keys under memory pressure, else None.
+
+    Queued tasks, countdowns and the unacknowledged set are Redis keys; under any
+    maxmemory-policy but noeviction Redis may drop them when full. Nothing is lost (beat's
+    sweep finds the tries in the database) but they go out late.
+    """
+    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            broker_url,
+            socket_timeout=BROKER_SOCKET_TIMEOUT,
+            socket_connect_timeout=BROKER_SOCKET_TIMEOUT,
+        )
+        try:
+            policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+        finally:
+            client.close()
+    except redis.RedisError as exc:  # a managed Redis may refuse CONFIG
+        log.info("could not read the broker's maxmemory-policy: %s", exc.__class__.__name__)
+        return None
+    if policy and policy != "noeviction":
+        return (
+            f"the Redis broker's maxmemory-policy is {policy}: when full, Redis may evict "
+            "queued tasks (beat's sweep resends them, late); set maxmemory-policy noeviction"
+        )
+    return None
+
+
+@signals.worker_ready.connect
+def _warn_if_the_broker_may_evict(**_kwargs) -> None:
+    warning = broker_eviction_warning(get_settings().broker_url)
+    if warning:
+        log.warning(warning)

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
+from shared import notify
 from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
@@ -56,6 +57,7 @@ def deliver(delivery_id: str, try_number: int) -> str:
         get_sessionmaker(), http_client(), delivery_id=delivery_id, try_number=try_number
     )
     _log_outcome(outcome, try_number)
+    notify.publish_attempt(outcome)  # committed by now: webhook.delivered / webhook.failed
     return outcome.skipped or outcome.delivery_status or ""
 
 
@@ -73,6 +75,7 @@ def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = "manual") -
         trigger=trigger,
     )
     _log_outcome(outcome, None)
+    notify.publish_attempt(outcome)
     return outcome.skipped or outcome.delivery_status or ""
 
 
@@ -80,7 +83,7 @@ def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = "manual") -
 def sweep() -> dict:
     """Enqueue tries that are due but not in the broker. Run twice, the claim dedupes."""
     with session_scope() as session:
-        return deliveries.sweep_due(session)
+        return deliveries.sweep_due(session, backlog=_broker_backlog())
 
 
 @app.task(name="webhooks.auto_disable", **DB_RETRY)
@@ -118,3 +121,14 @@ def _log_outcome(outcome: deliveries.Outcome, try_number: int | None) -> None:
         f", next try in {outcome.countdown:.1f}s" if outcome.countdown else "",
         extra=extra,
     )
+
+
+def _broker_backlog() -> int:
+    """Tasks waiting in the broker's queues (0 when unknown: the sweep then does its work)."""
+    from shared.metrics import broker_gauges
+
+    try:
+        gauges = broker_gauges(get_settings()) or {}
+    except Exception:  # noqa: BLE001 - an unreachable broker is what the sweep recovers from
+        return 0
+    return int(sum(v for k, v in gauges.items() if k.startswith("queue:")))

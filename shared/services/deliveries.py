@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,16 +37,20 @@ JITTER = 0.2
 # after its visibility timeout (set well above this in the worker), so long waits are
 # left to beat's sweep, which enqueues a try shortly before it is due.
 MAX_BROKER_COUNTDOWN = 900.0
-# How long after the attempt's own deadline a claim stays held; past it the worker is
-# presumed dead and the sweep may hand the try to another one.
-LEASE_MARGIN = 15.0
+# A claim holds a try this long, and the worker making the attempt renews it every
+# LEASE_RENEW_EVERY seconds until the attempt is over. A try whose worker died (SIGKILL,
+# OOM, a lost machine) is thus free for beat's sweep within LEASE_SECONDS whatever the
+# endpoint's timeout (up to 300 s), so it is attempted again within 60 s of being due.
+LEASE_SECONDS = 20.0
+LEASE_RENEW_EVERY = 5.0
 # A task that arrives this early is re-queued for the rest of its wait.
 EARLY_TOLERANCE = 0.5
 RESPONSE_BODY_LIMIT = 4096
 
 
+@lru_cache(maxsize=1)
 def user_agent() -> str:
-    """The User-Agent of delivery requests: product/version."""
+    """The User-Agent of delivery requests: product/version (read once: metadata is slow)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -70,6 +79,9 @@ class Outcome:
     organization_id: str | None = None
     event_type: str | None = None
     attempt_number: int | None = None
+    # Who may see the endpoint, for the live socket's rooms (SPEC 7).
+    endpoint_scope: str | None = None
+    endpoint_owner: str | None = None
 
 
 def _build_request(endpoint: Endpoint, message: Message, delivery: Delivery) -> tuple[bytes, dict]:
@@ -139,18 +151,24 @@ def _error_text(result: AttemptResult) -> str | None:
     return f"HTTP {result.status_code}"
 
 
-def _mark_endpoint_health(session: Session, endpoint: Endpoint, ok: bool, now: datetime) -> None:
-    """Track the start of a failure streak with conditional writes (no hot row per attempt)."""
-    if ok and endpoint.failing_since is not None:
+def _mark_endpoint_health(
+    session: Session, endpoint_id: str, failing_since: datetime | None, ok: bool, now: datetime
+) -> None:
+    """Track the start of a failure streak with conditional writes (no hot row per attempt).
+
+    ``failing_since`` is what the endpoint said when the attempt began: a healthy endpoint
+    that stays healthy costs no write at all.
+    """
+    if ok and failing_since is not None:
         session.execute(
             update(Endpoint)
-            .where(Endpoint.id == endpoint.id, Endpoint.failing_since.is_not(None))
+            .where(Endpoint.id == endpoint_id, Endpoint.failing_since.is_not(None))
             .values(failing_since=None)
         )
-    elif not ok and endpoint.failing_since is None:
+    elif not ok and failing_since is None:
         session.execute(
             update(Endpoint)
-            .where(Endpoint.id == endpoint.id, Endpoint.failing_since.is_(None))
+            .where(Endpoint.id == endpoint_id, Endpoint.failing_since.is_(None))
             .values(failing_since=now)
         )
 
@@ -185,7 +203,7 @@ def run_scheduled_try(
             if wait <= MAX_BROKER_COUNTDOWN:
                 enqueue(DELIVER_TASK, delivery_id, try_number, countdown=wait)
             return Outcome(delivery_id, skipped="early")
-        lease = now + timedelta(seconds=endpoint.timeout_seconds + LEASE_MARGIN)
+        lease = now + timedelta(seconds=LEASE_SECONDS)
         claimed = session.execute(
             update(Delivery)
             .where(
@@ -202,9 +220,12 @@ def run_scheduled_try(
         body, headers = _build_request(endpoint, message, delivery)
         url = endpoint.url
         trigger = "test" if message.test else "scheduled"
-        endpoint_snapshot = (endpoint.id, endpoint.failing_since)
+        endpoint_id, failing_since = endpoint.id, endpoint.failing_since
+        endpoint_scope, endpoint_owner = endpoint.scope, endpoint.user_id
 
-    result = client.post(url, body, headers, timeout=float(endpoint.timeout_seconds))
+    # Renewed while the post runs; the record below has LEASE_SECONDS - LEASE_RENEW_EVERY.
+    with _LEASES.holding(factory, delivery_id, try_number):
+        result = client.post(url, body, headers, timeout=float(endpoint.timeout_seconds))
 
     with factory() as session:
         now = utcnow()
@@ -227,8 +248,11 @@ def run_scheduled_try(
         delivery.attempt_count = try_number
         delivery.lease_until = None
         delivery.last_attempt_at = now
-        delivery.http_status_code = result.status_code
-        delivery.error_message = _error_text(result)
+        if delivery.status == "pending":
+            # Cancelled (endpoint disabled) or delivered by a manual attempt while this try
+            # was in flight: the attempt is recorded, the delivery keeps its own account.
+            delivery.http_status_code = result.status_code
+            delivery.error_message = _error_text(result)
         delivery.updated_at = now
         outcome = Outcome(
             delivery_id,
@@ -236,6 +260,8 @@ def run_scheduled_try(
             organization_id=delivery.organization_id,
             event_type=delivery.event_type,
             attempt_number=delivery.attempt_count + delivery.extra_attempt_count,
+            endpoint_scope=endpoint_scope,
+            endpoint_owner=endpoint_owner,
         )
         still_pending = delivery.status == "pending"
         if result.ok:
@@ -271,23 +297,94 @@ def run_scheduled_try(
                     delivery.next_attempt_at = None
                 outcome.final = True
         outcome.delivery_status = delivery.status
-        endpoint_row = session.get(Endpoint, endpoint_snapshot[0])
-        if endpoint_row is not None:
-            _mark_endpoint_health(session, endpoint_row, result.ok, now)
-            if result.status_code == 410:
-                from .endpoints import disable_endpoint
+        _mark_endpoint_health(session, endpoint_id, failing_since, result.ok, now)
+        if result.status_code == 410:
+            from .endpoints import disable_endpoint
 
-                disable_endpoint(
-                    session,
-                    endpoint_id=endpoint_row.id,
-                    reason="The endpoint answered 410 Gone",
-                )
+            disable_endpoint(
+                session, endpoint_id=endpoint_id, reason="The endpoint answered 410 Gone"
+            )
         try:
             session.commit()
         except IntegrityError:
             session.rollback()
             return Outcome(delivery_id, skipped="recorded")
     return outcome
+
+
+def renew_leases(factory: sessionmaker[Session], held: list[tuple[str, int]]) -> int:
+    """Extend the claims of tries still being made; a try recorded meanwhile is left alone."""
+    if not held:
+        return 0
+    with factory() as session:
+        renewed = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.status == "pending",
+                Delivery.lease_until.is_not(None),
+                or_(*(and_(Delivery.id == d, Delivery.attempt_count == t - 1) for d, t in held)),
+            )
+            .values(lease_until=utcnow() + timedelta(seconds=LEASE_SECONDS))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        session.commit()
+    return renewed
+
+
+class _LeaseKeeper:
+    """One thread per process renewing the claims of the tries this process is making.
+
+    A single batched UPDATE every LEASE_RENEW_EVERY seconds, whatever the concurrency. If
+    it fails (database away), leases lapse and the sweep may repeat a try: at-least-once,
+    and the record of the try stays single (its conditional update and unique key).
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also run in a forked child, where the renewing thread does not exist.
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, int], sessionmaker[Session]] = {}
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(
+        self, factory: sessionmaker[Session], delivery_id: str, try_number: int
+    ) -> Iterator[None]:
+        """Keep the claim of this try renewed for the duration of the block."""
+        key = (delivery_id, try_number)
+        with self._lock:
+            self._held[key] = factory
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="delivery-lease-keeper", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(LEASE_RENEW_EVERY)
+            with self._lock:
+                held = list(self._held.items())
+            by_factory: dict[sessionmaker[Session], list[tuple[str, int]]] = {}
+            for key, factory in held:
+                by_factory.setdefault(factory, []).append(key)
+            for factory, keys in by_factory.items():
+                try:
+                    renew_leases(factory, keys)
+                except Exception as exc:  # noqa: BLE001 - the sweep covers a lapsed lease
+                    log.warning("renewing %d delivery leases failed: %s", len(keys), exc)
+
+
+_LEASES = _LeaseKeeper()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LEASES._reset)
 
 
 def run_manual_attempt(
@@ -312,6 +409,7 @@ def run_manual_attempt(
         url = endpoint.url
         timeout = float(endpoint.timeout_seconds)
         endpoint_id, failing_since = endpoint.id, endpoint.failing_since
+        endpoint_scope, endpoint_owner = endpoint.scope, endpoint.user_id
 
     result = client.post(url, body, headers, timeout=timeout)
 
@@ -344,10 +442,7 @@ def run_manual_attempt(
             delivery.lease_until = None
         else:
             delivery.last_failure_at = now
-        endpoint_row = session.get(Endpoint, endpoint_id)
-        if endpoint_row is not None:
-            endpoint_row.failing_since = failing_since
-            _mark_endpoint_health(session, endpoint_row, result.ok, now)
+        _mark_endpoint_health(session, endpoint_id, failing_since, result.ok, now)
         try:
             session.commit()
         except IntegrityError:
@@ -361,6 +456,8 @@ def run_manual_attempt(
             organization_id=delivery.organization_id,
             event_type=delivery.event_type,
             attempt_number=delivery.attempt_count + delivery.extra_attempt_count,
+            endpoint_scope=endpoint_scope,
+            endpoint_owner=endpoint_owner,
         )
 
 
@@ -454,14 +551,22 @@ REENQUEUE_EVERY = timedelta(seconds=60)
 SWEEP_BATCH = 2000
 
 
-def sweep_due(session: Session) -> dict[str, int]:
+# With this many tasks waiting in the broker, an overdue try is most likely queued behind
+# them rather than lost: re-enqueueing it would only add duplicates to the backlog (and
+# slow its draining), so the sweep waits until the queue is short again.
+BACKLOG_LIMIT = 500
+
+
+def sweep_due(session: Session, *, backlog: int = 0) -> dict[str, int]:
     """Enqueue tries that are due but not in the broker, and fan-outs that never ran.
 
-    Two sweeps at once (two beats by mistake) only enqueue a task twice; the claim in
-    ``run_scheduled_try`` makes the second one a no-op.
+    ``backlog`` is the number of tasks waiting in the broker. Two sweeps at once (two
+    beats by mistake) only enqueue a task twice; the claim in ``run_scheduled_try`` makes
+    the second one a no-op.
     """
     now = utcnow()
     counts = {"deliveries": 0, "fanouts": 0}
+    congested = backlog >= BACKLOG_LIMIT
     lease_free = or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now)
     never_enqueued = and_(
         Delivery.enqueued_at.is_(None), Delivery.next_attempt_at <= now + LOOKAHEAD
@@ -474,9 +579,10 @@ def sweep_due(session: Session) -> dict[str, int]:
             Delivery.enqueued_at <= now - REENQUEUE_EVERY,
         ),
     )
+    due = never_enqueued if congested else or_(never_enqueued, lost)
     query = (
         select(Delivery.id, Delivery.attempt_count, Delivery.next_attempt_at)
-        .where(Delivery.status == "pending", lease_free, or_(never_enqueued, lost))
+        .where(Delivery.status == "pending", lease_free, due)
         .order_by(Delivery.next_attempt_at)
         .limit(SWEEP_BATCH)
     )
@@ -492,6 +598,8 @@ def sweep_due(session: Session) -> dict[str, int]:
         enqueue_after_commit(session, DELIVER_TASK, delivery_id, attempt_count + 1, eta=eta)
     counts["deliveries"] = len(rows)
 
+    if congested:
+        return counts
     owed = list(
         session.scalars(
             select(Message.id)

@@ -177,17 +177,20 @@ def send_test(
     return _store(session, [draft])[0].message
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> set[str]:
-    """Insert message rows, skipping (organization, eventId) repeats; the ids inserted."""
+def insert_skipping_conflicts(
+    session: Session, model: type, rows: list[dict], *, unique: list[str]
+) -> list[str]:
+    """Insert rows, skipping those that clash on the ``unique`` columns; the ids inserted.
+
+    The rows go as one executemany, so the statement is compiled once and cached
+    (a multi-row VALUES literal would be compiled anew for every batch size).
+    """
+    if not rows:
+        return []
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(Message)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["organization_id", "event_id"])
-        .returning(Message.id)
-    )
-    return set(session.scalars(stmt))
+    stmt = insert(model).on_conflict_do_nothing(index_elements=unique).returning(model.id)
+    return list(session.scalars(stmt, rows))
 
 
 def _store(session: Session, drafts: list[_Draft]) -> list[Accepted]:
@@ -220,7 +223,9 @@ def _store(session: Session, drafts: list[_Draft]) -> list[Accepted]:
                 "created_at": now,
             }
         )
-    inserted = _insert_ignoring_duplicates(session, rows)
+    inserted = set(
+        insert_skipping_conflicts(session, Message, rows, unique=["organization_id", "event_id"])
+    )
     # Earlier messages with the same eventId (kept as long as the message is kept).
     previous: dict[tuple[str, str], Message] = {}
     lost = [r for r in rows if r["id"] not in inserted]
@@ -231,9 +236,8 @@ def _store(session: Session, drafts: list[_Draft]) -> list[Accepted]:
         ]
         for message in session.scalars(select(Message).where(or_(*conds))):
             previous[(message.organization_id, message.event_id)] = message
-    by_id = {}
-    if inserted:
-        by_id = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(inserted)))}
+    # The rows just written, as objects for the answer (no second read of what we wrote).
+    by_id = {row["id"]: Message(**row) for row in rows if row["id"] in inserted}
     results: list[Accepted] = []
     seen: set[str] = set()
     for draft, message_id in zip(drafts, ids, strict=True):
@@ -315,17 +319,9 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
                 }
             )
         message.fanned_out_at = now
-    created: list[str] = []
-    if rows:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = (
-            insert(Delivery)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["message_id", "endpoint_id"])
-            .returning(Delivery.id)
-        )
-        created = list(session.scalars(stmt))
+    created = insert_skipping_conflicts(
+        session, Delivery, rows, unique=["message_id", "endpoint_id"]
+    )
     session.flush()
     for delivery_id in created:
         enqueue_after_commit(session, DELIVER_TASK, delivery_id, 1)
@@ -389,10 +385,13 @@ def list_messages(
     if cursor:
         created, last_id = _decode_cursor(cursor)
         query = query.where(
+            # The redundant bound lets the (organization, created_at, id) index start at the
+            # cursor instead of scanning from the newest row.
+            Message.created_at <= created,
             or_(
                 Message.created_at < created,
                 and_(Message.created_at == created, Message.id < last_id),
-            )
+            ),
         )
     query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit + 1)
     rows = list(session.scalars(query))
