@@ -1,0 +1,261 @@
+"""python -m tests.bench: run the benchmark of issue 6 and write bench-results/<time>.json.
+
+Starts a scratch PostgreSQL database (webhooks_bench, dropped afterwards), uses one
+Redis db (flushed before and after), and starts the receiver, the api (gunicorn), the
+workers, beat and the baselines on loopback; stops them all however the run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import pyspy
+from .harness import (
+    ROOT,
+    BenchConfig,
+    RssSampler,
+    Stack,
+    config_dict,
+    machine_info,
+    source_digest,
+    versions,
+)
+from .report import num, write_json
+from .scenarios import FRESH_WORKERS, SCENARIOS, Context
+
+
+def parse_args(argv: list[str] | None) -> BenchConfig:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="Benchmark the webhook service against in-run baselines (issue 6).",
+    )
+    parser.add_argument(
+        "--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers (1-6)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every count and duration (0.1 for a quick run; minimums apply)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="threads per worker process (Procfile: 64)"
+    )
+    parser.add_argument("--api-workers", type=int, default=1, help="gunicorn worker processes")
+    parser.add_argument("--api-threads", type=int, default=100, help="gunicorn threads per worker")
+    parser.add_argument("--loglevel", default="INFO", help="worker and beat log level")
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/webhooks_bench",
+        help="scratch database (dropped and recreated!)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis db for the run (flushed!): the tests use dbs 1-15, so 0 is the default",
+    )
+    parser.add_argument(
+        "--retry-schedule",
+        default="5,10,20,40",
+        help="WEBHOOKS_RETRY_SCHEDULE of the run (short, so the storm fits in minutes)",
+    )
+    parser.add_argument(
+        "--rate", type=float, help="deliveries/s for scenarios 2 and 4 when 1 is not run"
+    )
+    parser.add_argument(
+        "--py-spy", action="store_true", help="sample the api and workers with py-spy"
+    )
+    parser.add_argument("--keep-db", action="store_true", help="keep the scratch database")
+    args = parser.parse_args(argv)
+    scenarios = sorted({int(s) for s in args.scenarios.split(",") if s.strip()})
+    if not scenarios or any(s not in SCENARIOS for s in scenarios):
+        parser.error("--scenarios takes numbers from 1 to 6")
+    if not 0 < args.scale <= 10:
+        parser.error("--scale must be in (0, 10]")
+    if not args.database_url.rsplit("/", 1)[-1].startswith("webhooks_bench"):
+        parser.error("--database-url must name a database starting with webhooks_bench")
+    return BenchConfig(
+        scenarios=scenarios,
+        scale=args.scale,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        api_workers=args.api_workers,
+        api_threads=args.api_threads,
+        loglevel=args.loglevel,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        retry_schedule=args.retry_schedule,
+        rate=args.rate,
+        py_spy=args.py_spy,
+        keep_db=args.keep_db,
+    )
+
+
+def _previous_rate(results_dir: Path) -> float | None:
+    """Scenario 1's deliveries/s from the newest results file that has it."""
+    for path in sorted(results_dir.glob("*.json"), reverse=True):
+        try:
+            data = json.loads(path.read_text())
+            return float(data["scenarios"]["1"]["service"]["deliveries_per_s"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _receiver_capacity(stack: Stack) -> dict:
+    """Requests/s the receiver answers to a separate load process (a lower bound)."""
+    import subprocess
+
+    out = {}
+    for mode, extra in (("keepalive_64_connections", []), ("new_connection_each", ["--new-conn"])):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.receiver",
+                "load",
+                "--port",
+                str(stack.receiver.port),
+                "--seconds",
+                "2",
+                "--connections",
+                "64" if not extra else "16",
+                *extra,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out[mode] = round(json.loads(proc.stdout)["requests_per_second"], 0)
+    stack.receiver.reset("cap")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    results_dir = ROOT / "bench-results"
+    run_dir = results_dir / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    json_path = results_dir / f"{stamp}.json"
+    log_path = run_dir / "summary.txt"
+    log_file = open(log_path, "w")  # noqa: SIM115 - closed at the end of main
+
+    def out(text: str) -> None:
+        print(text, flush=True)
+        log_file.write(text + "\n")
+        log_file.flush()
+
+    # SIGTERM ends the run like Ctrl-C: through the finally below.
+    def _terminate(*_args) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    # Started in the background by a shell, SIGINT may arrive ignored: make Ctrl-C count.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    results: dict = {
+        "started_at": stamp,
+        "machine": machine_info(),
+        "config": config_dict(config),
+        "source_digest": source_digest(),
+        "scenarios": {},
+        "previous_rate": _previous_rate(results_dir),
+        "notes": [
+            "The machine is shared: other processes' CPU is reported per scenario as "
+            "cpu_seconds.other_processes; read the figures with their in-run baselines.",
+        ],
+    }
+    stack = Stack(config, run_dir)
+    sampler: RssSampler | None = None
+    recorder = pyspy.Recorder(run_dir) if config.py_spy and pyspy.available() else None
+    status = 0
+    try:
+        results["versions"] = versions(config.database_url, config.redis_url)
+        machine = results["machine"]
+        out(
+            f"machine: {machine['cores']} cores ({machine['cpu_model']}), "
+            f"{machine['memory_gib']} GiB, load {', '.join(f'{x:.2f}' for x in machine['loadavg'])}"
+        )
+        out("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
+        out(
+            f"config: scale {config.scale}, {config.workers} worker process(es) x "
+            f"{config.concurrency} threads, api gunicorn gthread {config.api_workers} x "
+            f"{config.api_threads}, loglevel {config.loglevel}, retry schedule "
+            f"{config.retry_schedule}, redis {config.redis_url}, baseline prefork x "
+            f"{config.baseline_concurrency}; product source digest {results['source_digest']}"
+        )
+        out(f"results: {json_path}  logs: {run_dir}")
+        stack.start()
+        sampler = RssSampler(stack.worker_pids)
+        results["worker_rss_idle_mb"] = round(sampler.sample() / 2**20, 1)
+        results["receiver_capacity_rps"] = _receiver_capacity(stack)
+        cap = results["receiver_capacity_rps"]
+        out(
+            "receiver capacity (lower bound, one Python load process): "
+            f"{num(cap['keepalive_64_connections'], 0)} req/s keep-alive, "
+            f"{num(cap['new_connection_each'], 0)} req/s new connection each"
+        )
+        write_json(json_path, results)
+        ctx = Context(stack, config, stack.receiver, sampler, results, out)
+        for number in config.scenarios:
+            out("")
+            stack.truncate()
+            if number in FRESH_WORKERS:
+                stack.restart_workers()
+                time.sleep(2)
+            sampler.reset()
+            if recorder is not None:
+                targets = {"api": stack.pids("api")[0]}
+                targets.update({f"worker{i}": p for i, p in enumerate(stack.worker_pids())})
+                recorder.start(f"s{number}", targets)
+            started = time.monotonic()
+            try:
+                result = SCENARIOS[number](ctx)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one scenario's failure is reported
+                out(f"scenario {number} failed: {exc!r}")
+                result = {"error": repr(exc), "traceback": traceback.format_exc()}
+                status = 1
+            result["wall_seconds"] = round(time.monotonic() - started, 1)
+            result["peak_worker_rss_mb_scenario"] = round(sampler.peak / 2**20, 1)
+            if recorder is not None:
+                result["py_spy"] = recorder.stop()
+                for name, summary in result["py_spy"].items():
+                    buckets = ", ".join(
+                        f"{k} {v:.0%}" for k, v in list(summary["buckets"].items())[:8]
+                    )
+                    out(f"  py-spy {name} ({summary['samples']} samples): {buckets}")
+            results["scenarios"][str(number)] = result
+            write_json(json_path, results)
+    except KeyboardInterrupt:
+        out("interrupted; stopping everything")
+        results["interrupted"] = True
+        status = 130
+    finally:
+        if recorder is not None and recorder.running:
+            recorder.stop()
+        if sampler is not None:
+            sampler.stop()
+        results["finished_at"] = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        results["machine_after"] = {"loadavg": os.getloadavg()}
+        stack.stop()
+        write_json(json_path, results)
+        out(f"\nwrote {json_path}")
+        log_file.close()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
