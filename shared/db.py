@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import get_settings
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+def make_engine(url: str, *, pool_size: int = 16) -> Engine:
     """An engine for PostgreSQL (pooled) or SQLite (WAL, shared between threads)."""
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -36,7 +36,8 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=4,
+        # A connection a restarted PostgreSQL closed is replaced, not handed to a request.
         pool_pre_ping=True,
         # Recycle before common proxies and firewalls drop idle connections.
         pool_recycle=1800,
@@ -48,7 +49,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
 def get_engine() -> Engine:
     """The process-wide engine."""
     settings = get_settings()
-    return make_engine(settings.database_url, pool_size=min(settings.worker_concurrency, 40))
+    # Threads hold a connection only around their short transactions (never during an
+    # HTTP request), so a pool far smaller than the thread count serves them; several
+    # processes x pool_size must stay under PostgreSQL's max_connections (100 by default).
+    return make_engine(settings.database_url, pool_size=min(settings.worker_concurrency, 16))
 
 
 @lru_cache(maxsize=1)

@@ -173,3 +173,26 @@ def test_sweep_fans_out_a_message_whose_fanout_task_was_lost(client, org, receiv
         assert deliveries.sweep_due(session)["fanouts"] == 1
     got = receiver.wait_for(1)
     assert got[0].headers["webhook-id"] == resp.json["messages"][0]["id"]
+
+
+def test_sweep_leaves_overdue_tries_alone_while_the_broker_is_backlogged(client, org, receiver):
+    _endpoint(client, org, receiver.url)
+    delivery_id = _accept_without_broker(org)
+    with session_scope() as session:
+        then = utcnow() - timedelta(seconds=20)
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(next_attempt_at=then, enqueued_at=then, created_at=then)
+        )
+    queue_sender = queue._sender
+    queue.configure(None)
+    try:
+        with session_scope() as session:
+            # Behind a long queue the try is most likely waiting, not lost.
+            counts = deliveries.sweep_due(session, backlog=deliveries.BACKLOG_LIMIT)
+        assert counts == {"deliveries": 0, "fanouts": 0}
+        with session_scope() as session:
+            assert deliveries.sweep_due(session, backlog=3)["deliveries"] == 1
+    finally:
+        queue.configure(queue_sender)
