@@ -12,13 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from types import SimpleNamespace
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import payloads
-from ..config import get_settings
+from ..config import Settings, get_settings
 from ..errors import Conflict, Invalid
 from ..http import AttemptResult, DeliveryClient
 from ..models import Attempt, Delivery, Endpoint, Message, new_id, utcnow
@@ -106,6 +107,77 @@ def _build_request(endpoint: Endpoint, message: Message, delivery: Delivery) -> 
     return body, headers
 
 
+# Columns the post needs, read by the claim itself (PostgreSQL: UPDATE ... FROM ... RETURNING).
+_CLAIM_COLUMNS = {
+    "delivery": (Delivery.event_type,),
+    "endpoint": (
+        Endpoint.id,
+        Endpoint.url,
+        Endpoint.payload_format,
+        Endpoint.timeout_seconds,
+        Endpoint.secret_encrypted,
+        Endpoint.previous_secret_encrypted,
+        Endpoint.previous_secret_expires_at,
+        Endpoint.failing_since,
+        Endpoint.scope,
+        Endpoint.user_id,
+    ),
+    "message": (
+        Message.id,
+        Message.event_type,
+        Message.payload,
+        Message.timestamp,
+        Message.custom,
+        Message.test,
+    ),
+}
+
+
+def _claim_in_one_statement(
+    session: Session, delivery_id: str, try_number: int, now: datetime
+) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace] | None:
+    """Claim a due try and read what its post needs in one round trip, or None.
+
+    None means "not the common case" (not due, leased, done, endpoint disabled, or a
+    database without UPDATE ... FROM ... RETURNING); the caller then takes the slow path,
+    which finds out which and acts on it.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    columns = [c for group in _CLAIM_COLUMNS.values() for c in group]
+    stmt = (
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == "pending",
+            Delivery.attempt_count == try_number - 1,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
+            or_(
+                Delivery.next_attempt_at.is_(None),
+                Delivery.next_attempt_at <= now + timedelta(seconds=EARLY_TOLERANCE),
+            ),
+            Endpoint.id == Delivery.endpoint_id,
+            Endpoint.is_active.is_(True),
+            Endpoint.deleted_at.is_(None),
+            Message.id == Delivery.message_id,
+        )
+        .values(lease_until=now + timedelta(seconds=LEASE_SECONDS))
+        .returning(*columns)
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(stmt).first()
+    if row is None:
+        session.rollback()
+        return None
+    session.commit()
+    values = iter(row)
+    parts = {
+        name: SimpleNamespace(**{c.key: next(values) for c in group})
+        for name, group in _CLAIM_COLUMNS.items()
+    }
+    return parts["delivery"], parts["endpoint"], parts["message"]
+
+
 def _load(session: Session, delivery_id: str):
     return session.execute(
         select(Delivery, Endpoint, Message)
@@ -183,50 +255,97 @@ def run_scheduled_try(
     """
     settings = get_settings()
     with factory() as session:
-        row = _load(session, delivery_id)
-        if row is None:
-            return Outcome(delivery_id, skipped="gone")
-        delivery, endpoint, message = row
-        now = utcnow()
-        if delivery.status != "pending" or delivery.attempt_count != try_number - 1:
-            return Outcome(delivery_id, skipped="done")
-        if not endpoint.is_active or endpoint.deleted_at is not None:
-            cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint disabled")
-            session.commit()
-            return Outcome(delivery_id, skipped="cancelled")
-        if delivery.lease_until is not None and delivery.lease_until > now:
-            return Outcome(delivery_id, skipped="leased")
-        if delivery.next_attempt_at and delivery.next_attempt_at > now + timedelta(
-            seconds=EARLY_TOLERANCE
-        ):
-            wait = (delivery.next_attempt_at - now).total_seconds()
-            if wait <= MAX_BROKER_COUNTDOWN:
-                enqueue(DELIVER_TASK, delivery_id, try_number, countdown=wait)
-            return Outcome(delivery_id, skipped="early")
-        lease = now + timedelta(seconds=LEASE_SECONDS)
-        claimed = session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                Delivery.status == "pending",
-                Delivery.attempt_count == try_number - 1,
-                or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
-            )
-            .values(lease_until=lease)
-        ).rowcount
-        session.commit()
-        if not claimed:
-            return Outcome(delivery_id, skipped="leased")
+        fast = _claim_in_one_statement(session, delivery_id, try_number, utcnow())
+        if fast is not None:
+            delivery, endpoint, message = fast
+        else:
+            claimed = _claim_slowly(session, delivery_id, try_number)
+            if isinstance(claimed, Outcome):
+                return claimed
+            delivery, endpoint, message = claimed
         body, headers = _build_request(endpoint, message, delivery)
         url = endpoint.url
         trigger = "test" if message.test else "scheduled"
         endpoint_id, failing_since = endpoint.id, endpoint.failing_since
         endpoint_scope, endpoint_owner = endpoint.scope, endpoint.user_id
+        timeout = float(endpoint.timeout_seconds)
 
     # Renewed while the post runs; the record below has LEASE_SECONDS - LEASE_RENEW_EVERY.
     with _LEASES.holding(factory, delivery_id, try_number):
-        result = client.post(url, body, headers, timeout=float(endpoint.timeout_seconds))
+        result = client.post(url, body, headers, timeout=timeout)
 
+    return _record_scheduled_try(
+        factory,
+        delivery_id=delivery_id,
+        try_number=try_number,
+        url=url,
+        trigger=trigger,
+        result=result,
+        endpoint_id=endpoint_id,
+        failing_since=failing_since,
+        endpoint_scope=endpoint_scope,
+        endpoint_owner=endpoint_owner,
+        settings=settings,
+    )
+
+
+def _claim_slowly(session: Session, delivery_id: str, try_number: int):
+    """Read the delivery, decide why it may not be due, and claim it if it is.
+
+    Returns an Outcome when there is nothing to post, else (delivery, endpoint, message).
+    """
+    row = _load(session, delivery_id)
+    if row is None:
+        return Outcome(delivery_id, skipped="gone")
+    delivery, endpoint, message = row
+    now = utcnow()
+    if delivery.status != "pending" or delivery.attempt_count != try_number - 1:
+        return Outcome(delivery_id, skipped="done")
+    if not endpoint.is_active or endpoint.deleted_at is not None:
+        cancel_pending_deliveries(session, endpoint_id=endpoint.id, reason="Endpoint disabled")
+        session.commit()
+        return Outcome(delivery_id, skipped="cancelled")
+    if delivery.lease_until is not None and delivery.lease_until > now:
+        return Outcome(delivery_id, skipped="leased")
+    if delivery.next_attempt_at and delivery.next_attempt_at > now + timedelta(
+        seconds=EARLY_TOLERANCE
+    ):
+        wait = (delivery.next_attempt_at - now).total_seconds()
+        if wait <= MAX_BROKER_COUNTDOWN:
+            enqueue(DELIVER_TASK, delivery_id, try_number, countdown=wait)
+        return Outcome(delivery_id, skipped="early")
+    lease = now + timedelta(seconds=LEASE_SECONDS)
+    claimed = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == "pending",
+            Delivery.attempt_count == try_number - 1,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
+        )
+        .values(lease_until=lease)
+    ).rowcount
+    session.commit()
+    if not claimed:
+        return Outcome(delivery_id, skipped="leased")
+    return delivery, endpoint, message
+
+
+def _record_scheduled_try(
+    factory: sessionmaker[Session],
+    *,
+    delivery_id: str,
+    try_number: int,
+    url: str,
+    trigger: str,
+    result: AttemptResult,
+    endpoint_id: str,
+    failing_since: datetime | None,
+    endpoint_scope: str,
+    endpoint_owner: str | None,
+    settings: Settings,
+) -> Outcome:
+    """Record a scheduled try's attempt and decide what comes next, in one transaction."""
     with factory() as session:
         now = utcnow()
         delivery = session.scalars(
