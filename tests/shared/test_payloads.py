@@ -13,76 +13,9 @@ from shared.payloads import (
     serialize,
     snake_case,
 )
+from tests.support.daytona_examples import DAYTONA_DOC_EXAMPLES
 
 DOC_TIMESTAMP = "2025-12-19T10:30:00.000Z"
-
-# The seven examples of Daytona's webhook guide, copied as documented.
-DAYTONA_DOC_EXAMPLES = [
-    {
-        "event": "sandbox.created",
-        "timestamp": "2025-12-19T10:30:00.000Z",
-        "id": "sandbox123",
-        "organizationId": "org123",
-        "state": "started",
-        "class": "small",
-        "createdAt": "2025-12-19T10:30:00.000Z",
-    },
-    {
-        "event": "sandbox.state.updated",
-        "timestamp": "2025-12-19T10:30:00.000Z",
-        "id": "sandbox123",
-        "organizationId": "org123",
-        "oldState": "started",
-        "newState": "stopped",
-        "updatedAt": "2025-12-19T10:30:00.000Z",
-    },
-    {
-        "event": "snapshot.created",
-        "timestamp": "2025-12-19T10:30:00.000Z",
-        "id": "snapshot123",
-        "name": "my-snapshot",
-        "organizationId": "org123",
-        "state": "active",
-        "createdAt": "2025-12-19T10:30:00.000Z",
-    },
-    {
-        "event": "snapshot.state.updated",
-        "timestamp": "2025-12-19T10:30:00.000Z",
-        "id": "snapshot123",
-        "name": "my-snapshot",
-        "organizationId": "org123",
-        "oldState": "building",
-        "newState": "active",
-        "updatedAt": "2025-12-19T10:30:00.000Z",
-    },
-    {
-        "event": "snapshot.removed",
-        "timestamp": "2025-12-19T10:30:00.000Z",
-        "id": "snapshot123",
-        "name": "my-snapshot",
-        "organizationId": "org123",
-        "removedAt": "2025-12-19T10:30:00.000Z",
-    },
-    {
-        "event": "volume.created",
-        "timestamp": "2025-12-19T10:30:00.000Z",
-        "id": "vol-12345678",
-        "name": "my-volume",
-        "organizationId": "org123",
-        "state": "ready",
-        "createdAt": "2025-12-19T10:30:00.000Z",
-    },
-    {
-        "event": "volume.state.updated",
-        "timestamp": "2025-12-19T10:30:00.000Z",
-        "id": "vol-12345678",
-        "name": "my-volume",
-        "organizationId": "org123",
-        "oldState": "creating",
-        "newState": "ready",
-        "updatedAt": "2025-12-19T10:30:00.000Z",
-    },
-]
 
 
 def render(payload_format, event_type, fields, *, name=None, custom=False):
