@@ -61,7 +61,7 @@ class AcceptedMessagesSchema(Schema):
 
 @blp.route("/organizations")
 class Organizations(MethodView):
-    @blp.arguments(OrganizationCreateSchema)
+    @blp.arguments(OrganizationCreateSchema, error_status_code=400)
     @blp.response(201, OrganizationCreatedSchema)
     def post(self, body):
         """Create an organization with its root user; the API key is shown only here"""
@@ -80,7 +80,7 @@ class Organizations(MethodView):
 
 @blp.route("/organizations/<organization_id>/users")
 class OrganizationUsers(MethodView):
-    @blp.arguments(UserCreateSchema)
+    @blp.arguments(UserCreateSchema, error_status_code=400)
     @blp.response(201, UserCreatedSchema)
     def post(self, body, organization_id):
         """Add a user to an organization; the API key is shown only here"""

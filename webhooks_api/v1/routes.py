@@ -79,7 +79,7 @@ def _int_arg(args: dict, names: tuple[str, ...], default: int) -> int:
 
 @blp.route("")
 class Webhooks(MethodView):
-    @blp.arguments(V1ListArgsSchema, location="query")
+    @blp.arguments(V1ListArgsSchema, location="query", error_status_code=400)
     @blp.response(200, V1EndpointListEnvelope)
     def get(self, args):
         """List the webhook endpoints you can see, with delivery stats"""
@@ -116,7 +116,7 @@ class Webhooks(MethodView):
             }
         )
 
-    @blp.arguments(V1EndpointCreateSchema)
+    @blp.arguments(V1EndpointCreateSchema, error_status_code=400)
     @blp.response(201, V1CreatedEndpointEnvelope)
     def post(self, body):
         """Create a webhook endpoint; the signing secret is shown only in this answer"""
@@ -147,7 +147,7 @@ class WebhookById(MethodView):
         endpoint = endpoints.get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
         return _one(session, endpoint, principal)
 
-    @blp.arguments(V1EndpointUpdateSchema)
+    @blp.arguments(V1EndpointUpdateSchema, error_status_code=400)
     @blp.response(200, V1EndpointEnvelope)
     def put(self, body, endpoint_id):
         """Change any of url, event_types, is_active, description, limits, scope, format"""
@@ -172,7 +172,7 @@ class WebhookById(MethodView):
 
 @blp.route("/<endpoint_id>/deliveries")
 class WebhookDeliveries(MethodView):
-    @blp.arguments(V1DeliveryArgsSchema, location="query")
+    @blp.arguments(V1DeliveryArgsSchema, location="query", error_status_code=400)
     @blp.response(200, V1DeliveryListEnvelope)
     def get(self, args, endpoint_id):
         """Delivery history of an endpoint, newest first"""
@@ -195,7 +195,7 @@ class WebhookRotateSecret(MethodView):
 
 @blp.route("/<endpoint_id>/recover")
 class WebhookRecover(MethodView):
-    @blp.arguments(V1RecoverSchema)
+    @blp.arguments(V1RecoverSchema, error_status_code=400)
     @blp.response(202, V1RecoveredEnvelope)
     def post(self, body, endpoint_id):
         """Attempt every failed delivery of the endpoint in [since, until) once more"""
