@@ -17,78 +17,15 @@ from shared.errors import Invalid
 from shared.http import AttemptResult, DeliveryClient, parse_retry_after
 from shared.targets import AllowList, parse_allowlist, validate_target_url
 from tests.shared.test_targets import loopback_hostname
+from tests.support.hostile import HostileReceiver
+from tests.support.hostile import Script as Handler
 
 LOOPBACK = parse_allowlist("127.0.0.0/8")
 PAYLOAD = b'{"type":"sandbox.started"}'
 HEADERS = {"content-type": "application/json", "webhook-id": "msg_1"}
 
-Handler = Callable[[socket.socket, "Receiver"], None]
-
-
-class Receiver:
-    """A loopback TCP server running handler(conn, receiver) per connection, recording requests."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.stopped = threading.Event()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def url(self, path: str = "/hook", scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        try:
-            self.handler(conn, self)
-        except OSError:
-            pass  # the client hung up on us, which is the point of several tests
-        finally:
-            conn.close()
-
-    def read_request(self, conn: socket.socket) -> bytes | None:
-        """One request (head and Content-Length body), recorded; None at EOF."""
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(body) < length:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        with self._lock:
-            self.requests.append(head + b"\r\n\r\n" + body)
-        return head + b"\r\n\r\n" + body
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
+# The loopback servers these tests script; .address() builds their URLs.
+Receiver = HostileReceiver
 
 
 def response(status: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
@@ -143,7 +80,7 @@ def post(client: DeliveryClient, url: str, timeout: float = 5.0) -> AttemptResul
 
 def test_200_records_status_body_and_sends_the_request(client, serve) -> None:
     receiver = serve(answer("200 OK", {"Content-Type": "text/plain"}, b"thanks"))
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.ok
     assert (result.status_code, result.response_body, result.error) == (200, "thanks", None)
     assert 0 <= result.duration_ms < 1000
@@ -161,7 +98,7 @@ def test_200_records_status_body_and_sends_the_request(client, serve) -> None:
 @pytest.mark.parametrize("status", ["500 Internal Server Error", "410 Gone", "404 Not Found"])
 def test_error_status_is_a_recorded_failed_answer(client, serve, status: str) -> None:
     receiver = serve(answer(status, body=b"nope"))
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert not result.ok
     assert result.status_code == int(status.split()[0])
     assert result.response_body == "nope"
@@ -170,14 +107,14 @@ def test_error_status_is_a_recorded_failed_answer(client, serve, status: str) ->
 
 def test_429_retry_after_seconds(client, serve) -> None:
     receiver = serve(answer("429 Too Many Requests", {"Retry-After": "120"}))
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert (result.status_code, result.retry_after, result.ok) == (429, 120.0, False)
 
 
 def test_503_retry_after_http_date(client, serve) -> None:
     when = email.utils.formatdate(time.time() + 60, usegmt=True)
     receiver = serve(answer("503 Service Unavailable", {"Retry-After": when}))
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.status_code == 503
     assert result.retry_after is not None and 57 <= result.retry_after <= 61
 
@@ -200,14 +137,14 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 
 def test_nul_and_invalid_utf8_are_cleaned(client, serve) -> None:
     receiver = serve(answer("200 OK", body=b"ok\x00 \xff\xfe caf\xc3\xa9"))
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.response_body == "ok \ufffd\ufffd caf\u00e9"
 
 
 def test_body_cut_inside_a_character_drops_the_half(client, serve) -> None:
     body = ("a" + "\u00e9" * 3000).encode()  # byte 4096 is the first half of an é
     receiver = serve(answer("200 OK", body=body))
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.ok
     assert result.response_body == "a" + "\u00e9" * 2047
 
@@ -218,8 +155,8 @@ def test_body_cut_inside_a_character_drops_the_half(client, serve) -> None:
 @pytest.mark.parametrize("status", ["301 Moved Permanently", "307 Temporary Redirect"])
 def test_redirect_is_recorded_and_not_followed(client, serve, status: str) -> None:
     target = serve(answer("200 OK", body=b"followed"))
-    receiver = serve(answer(status, {"Location": target.url("/elsewhere")}, b"moved"))
-    result = post(client, receiver.url())
+    receiver = serve(answer(status, {"Location": target.address("/elsewhere")}, b"moved"))
+    result = post(client, receiver.address())
     assert result.status_code == int(status.split()[0])
     assert not result.ok
     assert result.response_body == "moved"
@@ -239,7 +176,7 @@ def test_trickling_body_is_cut_at_the_deadline(client, serve) -> None:
             time.sleep(1)
 
     receiver = serve(trickle)
-    result = post(client, receiver.url(), timeout=2.0)
+    result = post(client, receiver.address(), timeout=2.0)
     assert result.error == "timeout after 2.0s (reading the response body)"
     assert result.status_code == 200
     assert not result.ok
@@ -255,7 +192,7 @@ def test_trickling_body_without_length_is_cut_at_the_deadline(client, serve) -> 
             time.sleep(0.5)
 
     receiver = serve(trickle)
-    result = post(client, receiver.url(), timeout=2.0)
+    result = post(client, receiver.address(), timeout=2.0)
     assert result.error is not None and result.error.startswith("timeout after 2.0s")
     assert not result.ok
     assert 1900 <= result.duration_ms < 3000
@@ -271,7 +208,7 @@ def test_trickling_headers_are_cut_at_the_deadline(client, serve) -> None:
             time.sleep(0.3)
 
     receiver = serve(trickle)
-    result = post(client, receiver.url(), timeout=2.0)
+    result = post(client, receiver.address(), timeout=2.0)
     assert result.error == "timeout after 2.0s (waiting for the response)"
     assert result.status_code is None
     assert 1900 <= result.duration_ms < 3000
@@ -288,14 +225,14 @@ def test_trickling_tls_handshake_is_cut_at_the_deadline(client, serve) -> None:
             time.sleep(0.3)
 
     receiver = serve(slow_handshake)
-    result = post(client, receiver.url(scheme="https"), timeout=2.0)
+    result = post(client, receiver.address(scheme="https"), timeout=2.0)
     assert result.error == "timeout after 2.0s (TLS handshake)"
     assert 1900 <= result.duration_ms < 3000
 
 
 def test_receiver_that_never_answers_times_out(client, serve) -> None:
     receiver = serve(stall)
-    result = post(client, receiver.url(), timeout=1.0)
+    result = post(client, receiver.address(), timeout=1.0)
     assert result.error == "timeout after 1.0s (waiting for the response)"
     assert result.status_code is None and result.response_body is None
     assert 900 <= result.duration_ms < 2000
@@ -308,7 +245,7 @@ def test_slow_but_complete_answer_within_the_deadline_succeeds(client, serve) ->
         conn.sendall(response("200 OK", body=b"late"))
 
     receiver = serve(slow)
-    result = post(client, receiver.url(), timeout=2.0)
+    result = post(client, receiver.address(), timeout=2.0)
     assert result.ok and result.response_body == "late"
 
 
@@ -321,12 +258,12 @@ def test_hanging_receivers_do_not_stall_other_posts(client, serve) -> None:
         results[name] = post(client, url, timeout=timeout)
 
     threads = [
-        threading.Thread(target=run, args=(f"hang{i}", hanging.url(), 1.5)) for i in range(8)
+        threading.Thread(target=run, args=(f"hang{i}", hanging.address(), 1.5)) for i in range(8)
     ]
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    run("fast", fast.url(), 5.0)
+    run("fast", fast.address(), 5.0)
     fast_done = time.monotonic() - started
     for thread in threads:
         thread.join()
@@ -347,7 +284,7 @@ def test_huge_body_keeps_4096_bytes_and_is_fast(client, serve) -> None:
             conn.sendall(block)
 
     receiver = serve(huge)
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.ok
     assert result.response_body == "z" * 4096
     assert result.duration_ms < 1000
@@ -365,8 +302,8 @@ def test_connection_with_unread_body_is_not_reused(client, serve) -> None:
         conn.sendall(response("200 OK", body=b"second"))
 
     receiver = serve(partial_then_rest)
-    assert post(client, receiver.url()).response_body == "b" * 4096
-    second = post(client, receiver.url())
+    assert post(client, receiver.address()).response_body == "b" * 4096
+    second = post(client, receiver.address())
     assert second.ok and second.response_body == "second", second.error
     assert receiver.connections == 2
 
@@ -374,7 +311,7 @@ def test_connection_with_unread_body_is_not_reused(client, serve) -> None:
 def test_keep_alive_connection_is_reused(client, serve) -> None:
     receiver = serve(answer("200 OK", body=b"ok"))
     for _ in range(3):
-        assert post(client, receiver.url()).ok
+        assert post(client, receiver.address()).ok
     assert receiver.connections == 1
     assert len(receiver.requests) == 3
 
@@ -400,7 +337,7 @@ def test_compression_bomb_keeps_4096_chars_cheaply(client, serve, gzip_bomb, enc
     receiver = serve(answer("200 OK", {"Content-Encoding": encoding}, bomb))
     tracemalloc.start()
     try:
-        result = post(client, receiver.url())
+        result = post(client, receiver.address())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -433,7 +370,7 @@ def test_tls_failure(client, serve) -> None:
         conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
     receiver = serve(plain_http)
-    result = post(client, receiver.url(scheme="https"))
+    result = post(client, receiver.address(scheme="https"))
     assert result.error is not None and result.error.startswith("TLS error: ")
     assert result.status_code is None and not result.ok
 
@@ -444,7 +381,7 @@ def test_connection_reset(client, serve) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     receiver = serve(reset)
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.error == "connection reset by the receiver"
 
 
@@ -453,7 +390,7 @@ def test_hang_up_without_answer(client, serve) -> None:
         receiver.read_request(conn)
 
     receiver = serve(hang_up)
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.error == "connection closed by the receiver without a response"
 
 
@@ -463,7 +400,7 @@ def test_garbage_status_line_is_a_protocol_error(client, serve) -> None:
         conn.sendall(b"SMTP READY\r\n\r\n")
 
     receiver = serve(garbage)
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.error is not None and result.error.startswith("protocol error")
     assert result.status_code is None
 
@@ -474,7 +411,7 @@ def test_body_shorter_than_its_length_is_a_failed_attempt(client, serve) -> None
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nonly this")
 
     receiver = serve(short)
-    result = post(client, receiver.url())
+    result = post(client, receiver.address())
     assert result.status_code == 200 and not result.ok
     assert result.error == "connection closed before the response body was complete"
 

@@ -19,12 +19,16 @@ class HostileReceiver:
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.url = self.address()
         self.requests: list[bytes] = []
         self.connections = 0
         self.stopped = threading.Event()
         self._lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def address(self, path: str = "/hook", scheme: str = "http") -> str:
+        """The URL of this server with another path or scheme."""
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def _serve(self) -> None:
         while not self.stopped.is_set():
