@@ -17,7 +17,8 @@ from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
 from shared.models import Attempt, Delivery, utcnow
-from shared.services import deliveries, messages
+from shared.services import deliveries
+from tests.support.unqueued import accept_without_broker
 
 
 def _pending_delivery(client, org, url: str, timeout_seconds: int) -> str:
@@ -27,29 +28,8 @@ def _pending_delivery(client, org, url: str, timeout_seconds: int) -> str:
         headers=org.headers,
     )
     assert resp.status_code == 201
-    sender = queue._sender
-    queue.configure(None)  # this test drives the tries itself
-    try:
-        with session_scope() as session:
-            accepted = messages.ingest_events(
-                session,
-                raw_events=[
-                    {
-                        "event": "sandbox.state.updated",
-                        "organizationId": org.id,
-                        "id": "sbx-1",
-                        "newState": "stopped",
-                    }
-                ],
-                single=True,
-            )
-            message_id = accepted[0].message.id
-        with session_scope() as session:
-            messages.fan_out(session, message_ids=[message_id])
-    finally:
-        queue.configure(sender)
-    with session_scope() as session:
-        return session.scalars(select(Delivery.id).where(Delivery.message_id == message_id)).one()
+    # Drive the tries here, with no broker.
+    return accept_without_broker(org.id)
 
 
 def _lease(delivery_id: str):

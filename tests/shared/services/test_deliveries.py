@@ -12,8 +12,9 @@ from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
 from shared.models import Attempt, Delivery, utcnow
-from shared.services import deliveries, messages
+from shared.services import deliveries
 from tests.conftest import PLATFORM
+from tests.support.unqueued import accept_without_broker
 from tests.support.waiting import wait_until
 
 
@@ -33,34 +34,6 @@ def _endpoint(client, org, url, **extra):
     return resp.json["data"]["endpoint_id"]
 
 
-def _accept_without_broker(org) -> str:
-    """Accept an event and fan it out with no broker, as if every enqueue had been lost."""
-    queue_sender = queue._sender
-    queue.configure(None)
-    try:
-        with session_scope() as session:
-            accepted = messages.ingest_events(
-                session,
-                raw_events=[
-                    {
-                        "event": "sandbox.state.updated",
-                        "organizationId": org.id,
-                        "id": "sbx-1",
-                        "oldState": "started",
-                        "newState": "stopped",
-                    }
-                ],
-                single=True,
-            )
-            message_id = accepted[0].message.id
-        with session_scope() as session:
-            messages.fan_out(session, message_ids=[message_id])
-    finally:
-        queue.configure(queue_sender)
-    with session_scope() as session:
-        return session.scalars(select(Delivery.id).where(Delivery.message_id == message_id)).one()
-
-
 def _attempt_count(delivery_id: str) -> int:
     with session_scope() as session:
         return len(
@@ -70,7 +43,7 @@ def _attempt_count(delivery_id: str) -> int:
 
 def test_a_try_run_twice_records_one_attempt(client, org, receiver):
     _endpoint(client, org, receiver.url)
-    delivery_id = _accept_without_broker(org)
+    delivery_id = accept_without_broker(org.id)
     factory, http = get_sessionmaker(), _client()
 
     first = deliveries.run_scheduled_try(factory, http, delivery_id=delivery_id, try_number=1)
@@ -84,7 +57,7 @@ def test_a_try_run_twice_records_one_attempt(client, org, receiver):
 def test_concurrent_runs_of_one_try_make_one_request(client, org, receiver):
     receiver.reply(200, delay=0.5)
     _endpoint(client, org, receiver.url)
-    delivery_id = _accept_without_broker(org)
+    delivery_id = accept_without_broker(org.id)
     factory, http = get_sessionmaker(), _client()
     results = []
 
@@ -106,7 +79,7 @@ def test_concurrent_runs_of_one_try_make_one_request(client, org, receiver):
 def test_a_stale_task_for_an_earlier_try_does_nothing(client, org, receiver):
     receiver.reply(500)
     _endpoint(client, org, receiver.url)
-    delivery_id = _accept_without_broker(org)
+    delivery_id = accept_without_broker(org.id)
     factory, http = get_sessionmaker(), _client()
     queue_sender = queue._sender
     queue.configure(None)  # keep the retry out of the broker; this test drives tries itself
@@ -125,7 +98,7 @@ def test_a_stale_task_for_an_earlier_try_does_nothing(client, org, receiver):
 
 def test_sweep_enqueues_a_lost_try_and_the_worker_delivers_it(client, org, receiver, worker):
     _endpoint(client, org, receiver.url)
-    delivery_id = _accept_without_broker(org)
+    delivery_id = accept_without_broker(org.id)
     with session_scope() as session:
         # Fanned out and due 20 s ago, never picked up: its task was lost with the broker.
         then = utcnow() - timedelta(seconds=20)
@@ -177,7 +150,7 @@ def test_sweep_fans_out_a_message_whose_fanout_task_was_lost(client, org, receiv
 
 def test_sweep_leaves_overdue_tries_alone_while_the_broker_is_backlogged(client, org, receiver):
     _endpoint(client, org, receiver.url)
-    delivery_id = _accept_without_broker(org)
+    delivery_id = accept_without_broker(org.id)
     with session_scope() as session:
         then = utcnow() - timedelta(seconds=20)
         session.execute(
