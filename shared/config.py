@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -106,6 +107,63 @@ def _persisted_secret(data_dir: Path, name: str, make: callable) -> str:
     return value
 
 
+# The brokers the processes are built for: Redis (production) and kombu's SQLAlchemy
+# transport (the embedded default, `sqla+sqlite://`). Any other transport kombu knows is
+# passed to Celery as it is.
+_BROKER_EXAMPLES = "redis://, rediss://, sqla+sqlite:// or sqla+postgresql://"
+
+
+def _celery_broker_url(env: dict[str, str]) -> str | None:
+    """CELERY_BROKER_URL checked as kombu will read it, so a bad value stops the start."""
+    raw = env.get("CELERY_BROKER_URL", "").strip()
+    if not raw:
+        return None
+    from kombu.transport import TRANSPORT_ALIASES
+
+    from .logs import redact
+
+    urls = []
+    # Celery takes a `;`-separated list of failover brokers.
+    for url in (part.strip() for part in raw.split(";")):
+        scheme, sep, rest = url.partition("://")
+        transport = scheme.partition("+")[0]
+        if not sep or transport not in TRANSPORT_ALIASES:
+            raise ConfigError(
+                f"CELERY_BROKER_URL must be a broker URL ({_BROKER_EXAMPLES}), got {redact(url)!r}"
+            )
+        if transport in ("sqla", "sqlalchemy"):
+            url = _sqlalchemy_broker_url(url, scheme, rest)
+        else:
+            try:
+                urlsplit(url).port  # noqa: B018 - parsing is the check
+            except ValueError as exc:
+                raise ConfigError(f"CELERY_BROKER_URL: {exc}, got {redact(url)!r}") from None
+        urls.append(url)
+    return ";".join(urls)
+
+
+def _sqlalchemy_broker_url(url: str, scheme: str, rest: str) -> str:
+    """A `sqla+<database URL>` broker whose database SQLAlchemy can open with our drivers."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from .logs import redact
+
+    database = scheme.partition("+")[2]
+    if database in ("postgres", "postgresql"):
+        # As for DATABASE_URL: SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2.
+        database = "postgresql+psycopg2"
+        url = f"{scheme.partition('+')[0]}+{database}://{rest}"
+    try:
+        make_url(f"{database}://{rest}").get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError):
+        raise ConfigError(
+            "CELERY_BROKER_URL must name a database SQLAlchemy can open after sqla+ "
+            f"(sqla+sqlite:///path or sqla+postgresql://...), got {redact(url)!r}"
+        ) from None
+    return url
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the settings; raise ConfigError naming the first bad variable."""
     env = dict(os.environ if environ is None else environ)
@@ -128,7 +186,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redis_url!r}")
 
-    broker_url = env.get("CELERY_BROKER_URL", "").strip() or redis_url
+    broker_url = _celery_broker_url(env) or redis_url
     if not broker_url:
         # kombu's SQLAlchemy transport on a SQLite file: a broker with nothing to install.
         data_dir.mkdir(parents=True, exist_ok=True)

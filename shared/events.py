@@ -478,8 +478,10 @@ def matches_subscription(subscriptions: list[str], names: EventNames) -> bool:
 
 def delivery_name(subscriptions: list[str], names: EventNames, payload_format: str) -> str | None:
     """The name a delivery to this endpoint carries, or None if it gets no delivery."""
-    if payload_format == "e2b":
-        return _e2b_delivery_name(subscriptions, names)
+    # Custom events never go to e2b endpoints (SPEC 4.2): an E2B receiver has
+    # no place for a caller's payload.
+    if payload_format == "e2b" and names.canonical not in CATALOG:
+        return None
     if not matches_subscription(subscriptions, names):
         return None
     if payload_format == "envelope":
@@ -494,23 +496,11 @@ def delivery_name(subscriptions: list[str], names: EventNames, payload_format: s
         # Matched through the canonical name, an E2B label, a wildcard or the
         # empty list: the most specific /v1 name says the most.
         return names.v1[-1]
+    if payload_format == "e2b":
+        # SPEC 4.2: the E2B label where the event has one, else the
+        # canonical name (a stop, a snapshot, a payment).
+        return names.e2b if names.e2b is not None else names.canonical
     return names.canonical
-
-
-def _e2b_delivery_name(subscriptions: list[str], names: EventNames) -> str | None:
-    # An E2B receiver expects one of the five lifecycle labels. A catalog
-    # event without a label (a stop, a snapshot, a payment) reaches an e2b
-    # endpoint only when it names the canonical type exactly, never through
-    # a wildcard or the empty list; the team hook stores labels only, so in
-    # practice it receives labelled events alone. Custom events never go to
-    # e2b endpoints (SPEC 4.2).
-    if names.canonical not in CATALOG:
-        return None
-    if names.e2b is not None:
-        return names.e2b if matches_subscription(subscriptions, names) else None
-    if _subscribed(subscriptions, names.canonical, exact_only=True):
-        return names.canonical
-    return None
 
 
 def _describe(item: Any) -> str:
@@ -521,7 +511,8 @@ def _describe(item: Any) -> str:
     return text
 
 
-def _check_account_level(names: list[str], *, is_root: bool, scope: str) -> None:
+def check_account_level(names: list[str], *, is_root: bool, scope: str) -> None:
+    """Apply SPEC 3 to a subscription list: account-level types need root and account scope."""
     if not any(name in ACCOUNT_LEVEL_TYPES for name in names):
         return
     if not is_root:
@@ -540,7 +531,7 @@ def validate_v1_event_types(event_types: list[Any], *, is_root: bool, scope: str
         if not isinstance(item, str) or item not in V1_EVENT_TYPES:
             raise Invalid(f"Invalid event type: {_describe(item)}")
     names = list(dict.fromkeys(event_types))
-    _check_account_level(names, is_root=is_root, scope=scope)
+    check_account_level(names, is_root=is_root, scope=scope)
     return names
 
 
@@ -564,7 +555,7 @@ def validate_event_types(event_types: list[Any], *, is_root: bool, scope: str) -
         ):
             raise Invalid(f"Invalid event type: {_describe(item)}")
     names = list(dict.fromkeys(event_types))
-    _check_account_level(names, is_root=is_root, scope=scope)
+    check_account_level(names, is_root=is_root, scope=scope)
     return names
 
 

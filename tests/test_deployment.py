@@ -30,6 +30,7 @@ from honcho.environ import parse_procfile
 
 from shared.config import ConfigError, load_settings
 from tests.conftest import ADMIN_TOKEN, ENCRYPTION_KEY
+from tests.support.live_server import shared_live_server
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,6 +225,27 @@ def test_compose_worker_health_check_is_a_real_celery_command():
     assert check_program(argv) == "celery inspect"
 
 
+def test_compose_api_health_check_probes_readiness_with_the_platform_token():
+    # SPEC 3 and 10: readiness is an internal route, so the probe sends the token
+    # the container already has in its environment.
+    test = COMPOSE["services"]["api"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert "/api/internal/readyz" in test[3]
+    code = test[3].replace("http://127.0.0.1:8000", shared_live_server().url)
+
+    def probe(token: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "WEBHOOKS_ADMIN_TOKEN": token}
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+        )
+
+    ready = probe(ADMIN_TOKEN)
+    assert ready.returncode == 0, ready.stderr
+    refused = probe("not-the-platform-token")
+    assert refused.returncode != 0
+    assert "HTTP Error 401" in refused.stderr
+
+
 def test_compose_passes_only_variables_the_config_knows_and_all_of_spec_9():
     variables = set(COMPOSE["x-webhooks-env"])
     assert variables >= SPEC_VARIABLES
@@ -296,12 +318,14 @@ def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver
             start_new_session=True,  # its own process group, stopped whole below
         )
     base = f"http://127.0.0.1:{port}"
+    platform = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     try:
 
         def ready():
             assert honcho.poll() is None, log_path.read_text()[-3000:]
             with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{base}/readyz", timeout=2).status_code == 200
+                ready = requests.get(f"{base}/api/internal/readyz", headers=platform, timeout=2)
+                return ready.status_code == 200
             return False
 
         wait_until(ready, timeout=60, interval=0.5)
@@ -340,9 +364,7 @@ def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver
         assert got.json()["type"] == "sandbox.resumed"
 
         def scraped_attempt():
-            text = requests.get(
-                f"{base}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
-            ).text
+            text = requests.get(f"{base}/api/internal/metrics", headers=platform, timeout=10).text
             return 'webhooks_attempts_total{status_class="2xx",trigger="scheduled"} 1.0' in text
 
         wait_until(scraped_attempt, timeout=10)

@@ -1,10 +1,12 @@
-"""Operator routes beside ``/healthz``: readiness (``/readyz``) and Prometheus (``/metrics``).
+"""Operator routes of the internal face: readiness and Prometheus metrics.
 
-``/readyz`` answers without credentials, like ``/healthz``: load balancers and
-orchestrators probe it, and it tells only which part is down, never why. ``/metrics``
-is fleet-wide business volume, so it takes the platform token
-(``Authorization: Bearer $WEBHOOKS_ADMIN_TOKEN``; Prometheus sends it with
-``authorization: {credentials_file: ...}``); an organization key is 403.
+``/healthz`` (liveness) is the only probe that answers without credentials: SPEC 3
+opens no other route to an anonymous caller, and SPEC 10 lets the platform token open
+``/api/internal/*`` alone (and the platform routes of 6.2). Readiness and metrics
+describe the whole deployment, so they live under ``/api/internal`` and take the platform
+token (``Authorization: Bearer $WEBHOOKS_ADMIN_TOKEN``): 401 without credentials, 403 for
+an organization key, errors in the ``/api/webhooks`` shape like the rest of the face.
+Probes send the header (Kubernetes ``httpHeaders``, Prometheus ``authorization``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from shared.services.health import database_latency
 
 from .context import require_platform
 
-blp = Blueprint("operations", __name__)
+blp = Blueprint("operations", __name__, url_prefix="/api/internal")
 
 # A readiness probe must answer before the prober gives up (Kubernetes: 1 s by default).
 BROKER_TIMEOUT_SECONDS = 1.0
@@ -26,6 +28,7 @@ BROKER_TIMEOUT_SECONDS = 1.0
 @blp.get("/readyz")
 def readyz() -> Response:
     """Readiness: 200 when the database and the broker answer, else 503 naming what is down."""
+    require_platform()
     from webhooks_worker.health import broker_ok
 
     with get_sessionmaker()() as session:

@@ -253,13 +253,15 @@ def update_endpoint(
     values: dict = {}
     if "url" in changes:
         values["url"] = validate_target_url(changes["url"], get_settings().allow_private_targets)
-    if "event_types" in changes or scope != endpoint.scope:
+    if "event_types" in changes:
         values["event_types"] = validate_subscriptions(
-            vocabulary,
-            changes.get("event_types", endpoint.event_types),
-            principal=principal,
-            scope=scope,
+            vocabulary, changes["event_types"], principal=principal, scope=scope
         )
+    elif scope != endpoint.scope:
+        # SPEC 4.1: the write rules of a face apply to the names being written; the stored
+        # ones stay as they were given, in whichever face's vocabulary. The scope rules of
+        # SPEC 3 still hold for them (account-level types only on account scope, by root).
+        events.check_account_level(endpoint.event_types, is_root=principal.is_root, scope=scope)
     if "is_active" in changes:
         if not isinstance(changes["is_active"], bool):
             raise Invalid("is_active must be a boolean")

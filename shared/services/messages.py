@@ -161,8 +161,6 @@ def send_test(
     if not isinstance(event_type, str) or not event_type:
         raise Invalid("eventType is required")
     canonical, fields = events.example_event(event_type, organization_id=principal.organization_id)
-    if endpoint.payload_format == "e2b" and not canonical.startswith("sandbox."):
-        raise Invalid(f"The team hook receives sandbox events only, not {event_type}")
     now = utcnow()
     fields = {k: v for k, v in fields.items() if k not in ("event", "timestamp")}
     draft = _Draft(

@@ -60,6 +60,36 @@ def test_broker_override_and_empty_allowlist(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("value", "broker_url"),
+    [
+        ("rediss://:pw@cache:6380/2", "rediss://:pw@cache:6380/2"),
+        ("redis://a:6379/0;redis://b:6379/0", "redis://a:6379/0;redis://b:6379/0"),
+        (
+            "sqla+sqlite:////var/lib/webhooks/broker.db",
+            "sqla+sqlite:////var/lib/webhooks/broker.db",
+        ),
+        # The driver we ship, as for DATABASE_URL (SQLAlchemy 2.1 would pick psycopg 3).
+        ("sqla+postgresql://u@db:5432/broker", "sqla+postgresql+psycopg2://u@db:5432/broker"),
+        ("sqla+postgres://u@db/broker", "sqla+postgresql+psycopg2://u@db/broker"),
+        ("amqp://guest@rabbit:5672//", "amqp://guest@rabbit:5672//"),
+    ],
+)
+def test_broker_urls_kombu_knows_are_accepted(tmp_path, value, broker_url):
+    settings = load_settings(
+        {**BASE, "WEBHOOKS_DATA_DIR": str(tmp_path), "CELERY_BROKER_URL": value}
+    )
+    assert settings.broker_url == broker_url
+
+
+def test_a_bad_broker_url_is_named_without_its_password(tmp_path):
+    env = {**BASE, "WEBHOOKS_DATA_DIR": str(tmp_path), "CELERY_BROKER_URL": "htp://:s3cret@h/0"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value).startswith("CELERY_BROKER_URL must be a broker URL")
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("name", "value"),
     [
         ("DATABASE_URL", "mysql://x"),
@@ -77,6 +107,13 @@ def test_broker_override_and_empty_allowlist(tmp_path):
         ("WEBHOOKS_RETENTION_DAYS", "0"),
         ("WEBHOOKS_INIT_MAX_RETRIES", "x"),
         ("WEBHOOKS_LOG_FORMAT", "xml"),
+        ("CELERY_BROKER_URL", "http://127.0.0.1:6379/0"),
+        ("CELERY_BROKER_URL", "127.0.0.1:6379"),
+        ("CELERY_BROKER_URL", "bogus://x"),
+        ("CELERY_BROKER_URL", "redis://127.0.0.1:port/0"),
+        ("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0;ftp://x"),
+        ("CELERY_BROKER_URL", "sqla+nonsense:///x"),
+        ("CELERY_BROKER_URL", "sqla+mysql://u@h/db"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, name, value):
@@ -105,3 +142,13 @@ def test_a_bad_value_stops_the_process_at_start(tmp_path):
     )
     assert result.returncode == 2
     assert "WEBHOOKS_RETENTION_DAYS" in result.stderr
+
+
+@pytest.mark.parametrize("code", ["import webhooks_api.wsgi", "import webhooks_worker.celery_app"])
+def test_a_bad_broker_url_stops_the_api_and_the_worker_at_start(code):
+    env = {**os.environ, **BASE, "CELERY_BROKER_URL": "redis:/127.0.0.1:6379/0"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "CELERY_BROKER_URL must be a broker URL" in result.stderr

@@ -352,23 +352,53 @@ def test_e2b_delivery_needs_a_subscribed_label():
     assert delivery_name(["update"], resolve_names("sandbox.updated", {}), "e2b") == "update"
 
 
-def test_e2b_endpoint_gets_label_less_events_only_by_exact_canonical_name():
+@pytest.mark.parametrize(
+    "subscriptions",
+    [["*"], [], ["sandbox.*"], ["sandbox.stopped"], ["SANDBOX.STOPPED"], ["sandbox.state.updated"]],
+)
+def test_e2b_endpoint_gets_label_less_events_under_the_canonical_name(subscriptions):
+    # SPEC 4.1: any of the event's names matches; SPEC 4.2: the E2B face has
+    # no name for a stop, so the delivery carries the canonical one.
     stopped = state_update("started", "stopped")
-    assert delivery_name(list(E2B_LABELS), stopped, "e2b") is None
-    assert delivery_name(["*"], stopped, "e2b") is None
-    assert delivery_name([], stopped, "e2b") is None
-    assert delivery_name(["sandbox.*"], stopped, "e2b") is None
-    assert delivery_name(["sandbox.stopped"], stopped, "e2b") is None
-    assert delivery_name(["sandbox.state.updated"], stopped, "e2b") == "sandbox.state.updated"
+    assert delivery_name(subscriptions, stopped, "e2b") == "sandbox.state.updated"
+
+
+def test_e2b_endpoint_matches_labelled_events_through_any_of_their_names():
+    paused = state_update("started", "paused")
+    for subscriptions in (["*"], [], ["sandbox.*"], ["sandbox.paused"], ["pause"]):
+        assert delivery_name(subscriptions, paused, "e2b") == "pause"
+    created = resolve_names("sandbox.created", {})
+    assert delivery_name(["sandbox.created"], created, "e2b") == "create"
+
+
+def test_e2b_endpoint_gets_other_resources_by_wildcard_or_name():
     snapshot = resolve_names("snapshot.created", {})
-    assert delivery_name(["*"], snapshot, "e2b") is None
+    assert delivery_name(["*"], snapshot, "e2b") == "snapshot.created"
+    assert delivery_name([], snapshot, "e2b") == "snapshot.created"
+    assert delivery_name(["snapshot.*"], snapshot, "e2b") == "snapshot.created"
     assert delivery_name(["snapshot.created"], snapshot, "e2b") == "snapshot.created"
+    assert delivery_name(["sandbox.*"], snapshot, "e2b") is None
+
+
+def test_e2b_endpoint_with_labels_only_gets_labelled_events():
+    assert delivery_name(list(E2B_LABELS), state_update("started", "stopped"), "e2b") is None
+    assert delivery_name(list(E2B_LABELS), resolve_names("snapshot.created", {}), "e2b") is None
+
+
+def test_e2b_account_level_delivery_needs_the_exact_name():
+    names = resolve_names("payment.failed", {})
+    assert delivery_name(["payment.failed"], names, "e2b") == "payment.failed"
+    assert delivery_name(["*"], names, "e2b") is None
+    assert delivery_name([], names, "e2b") is None
+    assert delivery_name(["payment.*"], names, "e2b") is None
 
 
 def test_custom_events_never_go_to_e2b_endpoints():
     names = resolve_names("custom.event", {})
     assert delivery_name(["custom.event"], names, "e2b") is None
     assert delivery_name([], names, "e2b") is None
+    assert delivery_name(["*"], names, "e2b") is None
+    assert delivery_name(["custom.*"], names, "e2b") is None
 
 
 # --- validate_v1_event_types --------------------------------------------------

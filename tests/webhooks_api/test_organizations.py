@@ -291,6 +291,97 @@ def test_test_route_sends_the_example_to_that_endpoint_only(
     assert other.requests == []
 
 
+def test_test_route_sends_any_type_to_an_e2b_endpoint(client, org, make_receiver, worker):
+    # SPEC 6.2: the test sends "that type's example to this endpoint only,
+    # whatever it subscribes to", the team hook (labels only) included.
+    receiver = make_receiver()
+    resp = client.post(
+        "/events/webhooks/sandboxes",
+        json={"url": receiver.url + "/e2b", "events": ["create"]},
+        headers=org.headers,
+    )
+    assert resp.status_code == 201, resp.json
+    secret = resp.json["signatureSecret"]
+    listed = client.get(f"{BASE}/{org.id}/endpoints", headers=org.headers).json["items"]
+    (hook,) = [e for e in listed if e["category"] == "team-hook"]
+
+    labels = {}
+    for event_type in ("snapshot.created", "sandbox.stopped", "pause"):
+        tested = client.post(
+            f"{BASE}/{org.id}/endpoints/{hook['id']}/test",
+            json={"eventType": event_type},
+            headers=org.headers,
+        )
+        assert tested.status_code == 202, tested.json
+        labels[tested.json["id"]] = None
+    for got in receiver.wait_for(3):
+        payload = Webhook(secret).verify(got.body, got.headers)
+        labels[got.headers["webhook-id"]] = payload["eventLabel"]
+    # The E2B label where the event has one, else the canonical name (SPEC 4.2).
+    assert sorted(labels.values()) == ["pause", "sandbox.state.updated", "snapshot.created"]
+
+
+def test_e2b_format_endpoint_gets_every_event_any_of_its_names_matches(
+    client, org, make_receiver, worker
+):
+    sandbox, everything = make_receiver(), make_receiver()
+    by_wildcard = _create(client, org, sandbox.url + "/hook", ["sandbox.*"])
+    by_star = _create(client, org, everything.url + "/hook", ["*"])
+    for endpoint in (by_wildcard, by_star):
+        _patch(client, org, endpoint["id"], {"payloadFormat": "e2b"})
+
+    stopped = _ingest(
+        client,
+        {
+            "event": "sandbox.state.updated",
+            "organizationId": org.id,
+            "id": "sbx-stop",
+            "oldState": "started",
+            "newState": "stopped",
+        },
+    )
+    paused = _ingest(
+        client,
+        {
+            "event": "sandbox.state.updated",
+            "organizationId": org.id,
+            "id": "sbx-pause",
+            "oldState": "started",
+            "newState": "paused",
+        },
+    )
+    snapshot = _ingest(
+        client,
+        {"event": "snapshot.created", "organizationId": org.id, "id": "snap-1", "name": "s"},
+    )
+    sent = client.post(
+        f"{BASE}/{org.id}/send",
+        json={"eventType": "order.created", "payload": {"orderId": "o-1"}},
+        headers=org.headers,
+    )
+    assert sent.status_code == 202, sent.json
+
+    def labels(receiver, secret, count):
+        got = {}
+        for request in receiver.wait_for(count):
+            payload = Webhook(secret).verify(request.body, request.headers)
+            got[request.headers["webhook-id"]] = payload["eventLabel"]
+        return got
+
+    assert labels(sandbox, by_wildcard["secret"], 2) == {
+        stopped: "sandbox.state.updated",
+        paused: "pause",
+    }
+    assert labels(everything, by_star["secret"], 3) == {
+        stopped: "sandbox.state.updated",
+        paused: "pause",
+        snapshot: "snapshot.created",
+    }
+    # Custom events never go to e2b endpoints; nothing else arrives either.
+    time.sleep(0.5)
+    assert len(sandbox.requests) == 2 and len(everything.requests) == 3
+
+
 # ---- custom sends and messages ------------------------------------------------------------
 
 

@@ -182,6 +182,63 @@ def test_account_level_types_need_root_and_account_scope(client, org, add_user):
     assert _endpoint_count() == 1
 
 
+def test_scope_change_keeps_subscriptions_written_on_another_face(client, org, add_user):
+    # SPEC 4.1: /v1's vocabulary applies to the names a PUT writes; the stored ones,
+    # given on /api/webhooks, are kept and shown as they are.
+    admin = add_user(org, "admin")
+    stored = ["sandbox.*", "create", "snapshot.created"]
+    resp = client.post(
+        f"/api/webhooks/organizations/{org.id}/endpoints",
+        json={"url": HOOK, "eventTypes": stored},
+        headers=org.headers,
+    )
+    assert resp.status_code == 201, resp.json
+    url = f"/v1/webhooks/{resp.json['id']}"
+
+    resp = client.put(url, json={"scope": "user"}, headers=admin.headers)
+    assert resp.status_code == 200, resp.json
+    data = resp.json["data"]
+    assert (data["scope"], data["user_id"], data["event_types"]) == (
+        "user",
+        admin.user_id,
+        stored,
+    )
+    resp = client.put(url, json={"scope": "account"}, headers=admin.headers)
+    assert resp.status_code == 200, resp.json
+    assert (resp.json["data"]["scope"], resp.json["data"]["event_types"]) == ("account", stored)
+    # Names written with the scope are still held to /v1's column.
+    resp = client.put(
+        url, json={"scope": "user", "event_types": ["sandbox.*"]}, headers=org.headers
+    )
+    assert (resp.status_code, resp.json["error"]) == (400, "Invalid event type: sandbox.*")
+    assert client.get(url, headers=org.headers).json["data"]["scope"] == "account"
+
+
+def test_scope_change_still_applies_the_account_level_rules(client, org, add_user):
+    admin = add_user(org, "admin")
+    member = add_user(org, "member")
+    endpoint_id = _create(
+        client, org, scope="account", event_types=["payment.failed", "sandbox.started"]
+    ).json["data"]["endpoint_id"]
+    url = f"/v1/webhooks/{endpoint_id}"
+    message = "Account-level event types require a root user and an account-scoped webhook"
+    # Account-level types live on account-scoped endpoints only (SPEC 3).
+    resp = client.put(url, json={"scope": "user"}, headers=org.headers)
+    assert (resp.status_code, resp.json["error"]) == (400, message)
+    resp = client.put(url, json={"scope": "user"}, headers=admin.headers)
+    assert resp.status_code == 403
+    # Dropping them in the same request makes the move valid.
+    resp = client.put(
+        url, json={"scope": "user", "event_types": ["sandbox.started"]}, headers=org.headers
+    )
+    assert resp.status_code == 200, resp.json
+    assert resp.json["data"]["scope"] == "user"
+    # Making an endpoint account-scoped needs root or admin.
+    mine = _create(client, member).json["data"]["endpoint_id"]
+    resp = client.put(f"/v1/webhooks/{mine}", json={"scope": "account"}, headers=member.headers)
+    assert resp.status_code == 403
+
+
 def test_pagination_page_limit_offset_aliases(client, org):
     ids = [_create(client, org).json["data"]["endpoint_id"] for _ in range(5)]
 
