@@ -11,8 +11,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .config import get_settings
 
+# Whether pooled connections are pinged at checkout (see skip_pre_ping).
+_pre_ping = True
 
-def make_engine(url: str, *, pool_size: int = 16) -> Engine:
+
+def skip_pre_ping() -> None:
+    """Stop pinging pooled connections at checkout, for this process's next engine.
+
+    The api pings, so that no request fails on a connection a restarted database closed.
+    The worker does not: a ping is a round trip per transaction on its hottest path, its
+    tasks retry on a database error, and its hot statements retry once on a fresh
+    connection (shared.services.try_statements); the first failure empties the pool.
+    """
+    global _pre_ping
+    _pre_ping = False
+    reset()
+
+
+def make_engine(url: str, *, pool_size: int = 16, pre_ping: bool = True) -> Engine:
     """An engine for PostgreSQL (pooled) or SQLite (WAL, shared between threads)."""
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -38,7 +54,7 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
         pool_size=pool_size,
         max_overflow=4,
         # A connection a restarted PostgreSQL closed is replaced, not handed to a request.
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         # Recycle before common proxies and firewalls drop idle connections.
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
@@ -52,7 +68,11 @@ def get_engine() -> Engine:
     # Threads hold a connection only around their short transactions (never during an
     # HTTP request), so a pool far smaller than the thread count serves them; several
     # processes x pool_size must stay under PostgreSQL's max_connections (100 by default).
-    return make_engine(settings.database_url, pool_size=min(settings.worker_concurrency, 16))
+    return make_engine(
+        settings.database_url,
+        pool_size=min(settings.worker_concurrency, 16),
+        pre_ping=_pre_ping,
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,32 +1,34 @@
-"""Prometheus metrics for the whole deployment, served by any api process at ``/metrics``.
+"""Prometheus metrics for the whole deployment, served by any api process at
+``/api/internal/metrics`` (platform token).
 
 Where the figures come from, and why:
 
 - **Counters** (messages ingested, attempts by status class, the attempt duration
   histogram, deliveries completed by outcome) are facts that happen in workers, on any
-  number of machines. Each process adds them to one Redis hash (``HINCRBY`` in a single
-  pipelined round trip) right after the database transaction that made them true has
-  committed, and the api reads the hash at scrape time. So every worker's figures are in
-  every api's ``/metrics``, exactly once per committed row: a rolled-back transaction (a
-  duplicate try losing the unique constraint) counts nothing. They are not derived from
-  the tables because retention purges rows, and a counter that shrinks every hour is not
-  a counter; nor are they per-process (multiprocess mode), because that only spans one
-  machine.
+  number of machines. Each process adds them to one Redis hash (``HINCRBY``) once the
+  database transaction that made them true has committed, gathered with its other
+  increments and sent within 50 ms (shared.courier), and the api reads the hash at
+  scrape time. So every worker's figures are in every api's metrics, exactly once per
+  committed row: a rolled-back transaction (a duplicate try losing the unique
+  constraint) counts nothing; a process killed outright loses its last 50 ms. They are
+  not derived from the tables because retention purges rows, and a counter that shrinks
+  every hour is not a counter; nor are they per-process (multiprocess mode), because
+  that only spans one machine.
 - **Gauges** (pending deliveries, due-but-not-sent deliveries, oldest pending age,
   messages awaiting fan-out, endpoints, broker queue depth) describe the present, so
   they are read from the database and the broker at scrape time with queries that the
   existing indexes answer (``ix_deliveries_status_due``, ``ix_messages_fanout_owed``).
 
 Counting hooks into SQLAlchemy's session events rather than into the tasks: whatever
-code path records an attempt or finishes a delivery, the commit is the moment it becomes
-true. Counters need Redis; on the embedded broker (no Redis) only the gauges are shown.
+ORM code path records an attempt or finishes a delivery, the commit is the moment it
+becomes true. The one path that records without the ORM (a scheduled try on PostgreSQL,
+``shared.services.try_statements``) counts through ``count_attempt`` once its statement
+has committed. Counters need Redis; on the embedded broker (no Redis) only the gauges are shown.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -54,8 +56,6 @@ _PRIORITY_STEPS = (3, 6, 9)
 # kombu's Redis transport keeps tasks handed to workers but not yet acknowledged here
 # (running, prefetched, and countdown tasks a worker holds until due).
 UNACKED_KEY = "unacked"
-# After a failed push, counters are dropped for this long instead of slowing every commit.
-PUSH_BACKOFF_SECONDS = 5.0
 
 
 def status_class(status_code: int | None) -> str:
@@ -99,30 +99,14 @@ class CounterStore:
     def __init__(self, url: str) -> None:
         import redis
 
+        self.url = url
         self.client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        self._lock = threading.Lock()
-        self._paused_until = 0.0
 
-    def add(self, counts: Counter) -> bool:
-        """Add the increments in one round trip; False (and nothing raised) on failure."""
-        if not counts or time.monotonic() < self._paused_until:
-            return False
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for field, value in counts.items():
-                # A field holds integers or floats for good: HINCRBY fails on a float.
-                if field in FLOAT_FIELDS:
-                    pipe.hincrbyfloat(COUNTERS_KEY, field, float(value))
-                else:
-                    pipe.hincrby(COUNTERS_KEY, field, int(value))
-            pipe.execute()
-            return True
-        except Exception as exc:  # noqa: BLE001 - metrics never break a delivery
-            with self._lock:
-                if time.monotonic() >= self._paused_until:
-                    log.warning("metrics counters not recorded: %s", exc.__class__.__name__)
-                self._paused_until = time.monotonic() + PUSH_BACKOFF_SECONDS
-            return False
+    def add(self, counts: Counter) -> None:
+        """Add the increments with the process's next courier flush (shared.courier)."""
+        from .courier import get_courier
+
+        get_courier(self.url).increment(COUNTERS_KEY, counts, float_fields=FLOAT_FIELDS)
 
     def read(self) -> dict[str, float]:
         """Every counter, by field."""
@@ -168,6 +152,20 @@ def _flushed_increments(session: Session) -> Counter:
                 kind = "test" if obj.test else "custom" if obj.custom else "event"
                 counts[_field("messages_ingested", kind=kind)] += 1
     return counts
+
+
+def count_attempt(
+    status_code: int | None, trigger: str, duration_ms: int, *, completed: str | None
+) -> None:
+    """Count an attempt recorded outside the ORM (committed already), and the delivery it
+    completed (``delivered`` or ``failed``), if any."""
+    store = get_store()
+    if store is None:
+        return
+    counts = attempt_increments(status_code, trigger, duration_ms)
+    if completed is not None:
+        counts[_field("deliveries_completed", outcome=completed)] += 1
+    store.add(counts)
 
 
 @event.listens_for(Session, "after_flush")

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .config import Settings, get_settings
+from .courier import get_courier
 from .db import after_commit, get_sessionmaker
 from .models import Endpoint
 from .payloads import format_timestamp
@@ -35,8 +36,8 @@ ENDPOINT_EVENTS = ("endpoint.created", "endpoint.updated", "endpoint.deleted", "
 # Live events older than this are dropped by a queue-based relay (embedded broker): a
 # dashboard that was away does not want a minute-old replay, it reloads what it shows.
 STALE_AFTER_SECONDS = 30.0
-# A publisher must not hold up a request or a delivery for long when Redis is away.
-PUBLISH_TIMEOUT_SECONDS = 2.0
+# The relay gives up connecting to Redis after this long (and tries again).
+CONNECT_TIMEOUT_SECONDS = 2.0
 
 
 def admin_room(organization_id: str) -> str:
@@ -91,17 +92,32 @@ def make_client_manager(settings: Settings, *, write_only: bool) -> Any:
 
     channel = channel_name(settings)
     redis_url = settings.redis_url or (settings.broker_url if settings.uses_redis else None)
+    if redis_url and write_only:
+        return _buffered_manager_class()(redis_url, channel=channel, write_only=True)
     if redis_url:
-        options: dict[str, Any] = {"socket_connect_timeout": PUBLISH_TIMEOUT_SECONDS}
-        if write_only:
-            # Only the publisher gets a read timeout: the listener blocks on pub/sub by design.
-            options["socket_timeout"] = PUBLISH_TIMEOUT_SECONDS
+        options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
         return socketio.RedisManager(
-            redis_url, channel=channel, write_only=write_only, redis_options=options
+            redis_url, channel=channel, write_only=False, redis_options=options
         )
     if settings.broker_url.startswith("sqla+"):
         return _queue_manager_class()(settings.broker_url, channel=channel, write_only=write_only)
     return socketio.KombuManager(settings.broker_url, channel=channel, write_only=write_only)
+
+
+@lru_cache(maxsize=1)
+def _buffered_manager_class() -> type:
+    import socketio
+
+    class BufferedRedisManager(socketio.RedisManager):
+        """A publisher whose messages leave with the process's courier (shared.courier):
+        a delivery thread never waits on Redis, and a burst of attempts is one pipeline."""
+
+        name = "redis-buffered"
+
+        def _publish(self, data: dict) -> None:
+            get_courier(self.redis_url).publish(self.channel, self.json.dumps(data))
+
+    return BufferedRedisManager
 
 
 @lru_cache(maxsize=1)

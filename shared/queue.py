@@ -43,6 +43,39 @@ def enqueue(
     return True
 
 
+def enqueue_many(task: str, args_list: Sequence[Sequence[Any]]) -> bool:
+    """Send one task per argument tuple, in one broker round trip when the sender can.
+
+    A sender may offer ``many(task, args_list)`` (the Celery sender publishes through one
+    batched producer: a fan-out to a thousand endpoints is one pipeline to Redis, not a
+    thousand commands); any other sender gets the tasks one by one.
+    """
+    if not args_list:
+        return True
+    many = getattr(_sender, "many", None)
+    if many is None:
+        return all([enqueue(task, *args) for args in args_list])
+    try:
+        many(task, args_list)
+    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweep
+        log.warning(
+            "enqueue of %d %s tasks failed (%s); beat's sweep will recover them",
+            len(args_list),
+            task,
+            exc,
+        )
+        return False
+    return True
+
+
+def enqueue_many_after_commit(
+    session: Session, task: str, args_list: Sequence[Sequence[Any]]
+) -> None:
+    """Send tasks (see ``enqueue_many``) once the session's transaction has committed."""
+    if args_list:
+        after_commit(session, lambda: enqueue_many(task, args_list))
+
+
 def enqueue_after_commit(
     session: Session,
     task: str,

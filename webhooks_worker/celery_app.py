@@ -6,11 +6,11 @@ import logging
 
 from celery import Celery, signals
 
-from shared import queue
+from shared import db, queue
 from shared.config import get_settings
 from shared.services.deliveries import MAX_BROKER_COUNTDOWN
 
-from . import observability  # noqa: F401  (logging setup, log context, metrics counters)
+from . import broker, observability  # noqa: F401  (logging setup, log context, metrics counters)
 from .routing import TASK_QUEUES, route_task
 
 log = logging.getLogger("webhooks.worker")
@@ -76,6 +76,13 @@ def make_celery() -> Celery:
             "interval_step": 0.5,
             "interval_max": 0.5,
         },
+        # Kombu's Redis transport reusing one client per channel (webhooks_worker.broker);
+        # rediss:// and failover lists keep kombu's own.
+        broker_transport=(
+            broker.TRANSPORT
+            if settings.broker_url.startswith("redis://") and ";" not in settings.broker_url
+            else None
+        ),
         # The embedded SQLite transport hands its options to create_engine, so only
         # Redis gets them.
         broker_transport_options=(
@@ -108,6 +115,18 @@ def _send(name: str, args, countdown, eta) -> None:
     app.send_task(name, args=list(args), countdown=countdown, eta=eta)
 
 
+# Tasks published per pipeline flush when sending many (kombu counts Redis commands).
+PUBLISH_BATCH = 500
+
+
+def _send_many(name: str, args_list) -> None:
+    # One producer and kombu's publish batch: the LPUSHes of a fan-out leave in pipelines.
+    with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for args in args_list:
+            app.send_task(name, args=list(args), producer=producer)
+
+
+_send.many = _send_many  # type: ignore[attr-defined]  (shared.queue.enqueue_many)
 queue.configure(_send)
 
 
@@ -141,6 +160,12 @@ def broker_eviction_warning(broker_url: str) -> str | None:
             "queued tasks (beat's sweep resends them, late); set maxmemory-policy noeviction"
         )
     return None
+
+
+@signals.worker_init.connect
+def _skip_pre_ping(**_kwargs) -> None:
+    # Before any task runs: a ping per transaction is a round trip on the hot path.
+    db.skip_pre_ping()
 
 
 @signals.worker_ready.connect

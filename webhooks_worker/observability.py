@@ -9,6 +9,7 @@ commit-time counters in every such process.
 from __future__ import annotations
 
 import contextvars
+import logging
 import sys
 import threading
 from typing import Any
@@ -17,6 +18,9 @@ from celery import signals
 
 from shared import logs, metrics  # noqa: F401  (metrics: installs the commit-time counters)
 from shared.config import get_settings
+
+# Celery's per-task INFO lines (see _setup_logging).
+QUIET_AT_INFO = ("celery.app.trace", "celery.worker.strategy")
 
 _tokens: dict[str, contextvars.Token] = {}
 _tokens_lock = threading.Lock()
@@ -31,9 +35,16 @@ def process_role(argv: list[str] | None = None) -> str:
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
     """Replace Celery's logging setup with ours (text or JSON lines, secrets scrubbed)."""
-    logs.configure_logging(
-        get_settings().log_format, process=process_role(), level=loglevel or "INFO"
-    )
+    level = loglevel or "INFO"
+    logs.configure_logging(get_settings().log_format, process=process_role(), level=level)
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if isinstance(numeric, int) and numeric >= logging.INFO:
+        # Celery's "Task ... received" and "Task ... succeeded" lines, two per task: at a
+        # thousand deliveries a second they cost more CPU than the attempt's own line,
+        # which says all they do and more (shared.services.deliveries). Failures are
+        # still logged (WARNING and up); --loglevel DEBUG brings them back.
+        for name in QUIET_AT_INFO:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @signals.task_prerun.connect

@@ -18,13 +18,14 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import payloads
+from .. import logs, metrics, payloads
 from ..config import Settings, get_settings
 from ..errors import Conflict, Invalid
 from ..http import AttemptResult, DeliveryClient
 from ..models import Attempt, Delivery, Endpoint, Message, new_id, utcnow
 from ..queue import enqueue, enqueue_after_commit
 from ..signing import webhook_headers
+from . import try_statements
 from .auth import Principal
 from .endpoints import cancel_pending_deliveries, get_endpoint, signing_secrets
 from .messages import DELIVER_TASK, get_message
@@ -107,77 +108,6 @@ def _build_request(endpoint: Endpoint, message: Message, delivery: Delivery) -> 
     return body, headers
 
 
-# Columns the post needs, read by the claim itself (PostgreSQL: UPDATE ... FROM ... RETURNING).
-_CLAIM_COLUMNS = {
-    "delivery": (Delivery.event_type,),
-    "endpoint": (
-        Endpoint.id,
-        Endpoint.url,
-        Endpoint.payload_format,
-        Endpoint.timeout_seconds,
-        Endpoint.secret_encrypted,
-        Endpoint.previous_secret_encrypted,
-        Endpoint.previous_secret_expires_at,
-        Endpoint.failing_since,
-        Endpoint.scope,
-        Endpoint.user_id,
-    ),
-    "message": (
-        Message.id,
-        Message.event_type,
-        Message.payload,
-        Message.timestamp,
-        Message.custom,
-        Message.test,
-    ),
-}
-
-
-def _claim_in_one_statement(
-    session: Session, delivery_id: str, try_number: int, now: datetime
-) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace] | None:
-    """Claim a due try and read what its post needs in one round trip, or None.
-
-    None means "not the common case" (not due, leased, done, endpoint disabled, or a
-    database without UPDATE ... FROM ... RETURNING); the caller then takes the slow path,
-    which finds out which and acts on it.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return None
-    columns = [c for group in _CLAIM_COLUMNS.values() for c in group]
-    stmt = (
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status == "pending",
-            Delivery.attempt_count == try_number - 1,
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
-            or_(
-                Delivery.next_attempt_at.is_(None),
-                Delivery.next_attempt_at <= now + timedelta(seconds=EARLY_TOLERANCE),
-            ),
-            Endpoint.id == Delivery.endpoint_id,
-            Endpoint.is_active.is_(True),
-            Endpoint.deleted_at.is_(None),
-            Message.id == Delivery.message_id,
-        )
-        .values(lease_until=now + timedelta(seconds=LEASE_SECONDS))
-        .returning(*columns)
-        .execution_options(synchronize_session=False)
-    )
-    row = session.execute(stmt).first()
-    if row is None:
-        session.rollback()
-        return None
-    session.commit()
-    values = iter(row)
-    parts = {
-        name: SimpleNamespace(**{c.key: next(values) for c in group})
-        for name, group in _CLAIM_COLUMNS.items()
-    }
-    return parts["delivery"], parts["endpoint"], parts["message"]
-
-
 def _load(session: Session, delivery_id: str):
     return session.execute(
         select(Delivery, Endpoint, Message)
@@ -245,6 +175,80 @@ def _mark_endpoint_health(
         )
 
 
+@dataclass
+class _Claimed:
+    """What a claimed try needs after its database session is gone."""
+
+    body: bytes
+    headers: dict
+    url: str
+    timeout: float
+    trigger: str
+    max_attempts: int
+    organization_id: str
+    event_type: str
+    message_id: str
+    endpoint_id: str
+    failing_since: datetime | None
+    endpoint_scope: str
+    endpoint_owner: str | None
+
+
+def _claimed(delivery, endpoint, message) -> _Claimed:
+    body, headers = _build_request(endpoint, message, delivery)
+    return _Claimed(
+        body=body,
+        headers=headers,
+        url=endpoint.url,
+        timeout=float(endpoint.timeout_seconds),
+        trigger="test" if message.test else "scheduled",
+        max_attempts=delivery.max_attempts,
+        organization_id=delivery.organization_id,
+        event_type=delivery.event_type,
+        message_id=message.id,
+        endpoint_id=endpoint.id,
+        failing_since=endpoint.failing_since,
+        endpoint_scope=endpoint.scope,
+        endpoint_owner=endpoint.user_id,
+    )
+
+
+def _claim(factory: sessionmaker[Session], delivery_id: str, try_number: int):
+    """Claim a due try: a _Claimed, or the Outcome of a try that is not to be made now."""
+    engine = try_statements.autocommit_engine(factory)
+    if engine is not None:
+        now = utcnow()
+        parts = try_statements.claim(
+            engine,
+            {
+                "delivery_id": delivery_id,
+                "previous": try_number - 1,
+                "now": now,
+                "due_by": now + timedelta(seconds=EARLY_TOLERANCE),
+                "lease": now + timedelta(seconds=LEASE_SECONDS),
+            },
+        )
+        if parts is not None:
+            delivery, endpoint, message = (
+                SimpleNamespace(**parts[k]) for k in ("delivery", "endpoint", "message")
+            )
+            # No ORM load tells the log context whose delivery this is (shared.logs).
+            logs.remember_delivery(
+                delivery_id,
+                message_id=message.id,
+                endpoint_id=endpoint.id,
+                organization_id=delivery.organization_id,
+            )
+            return _claimed(delivery, endpoint, message)
+    # Not the common case (not due, leased, done, endpoint disabled) or not PostgreSQL:
+    # the slow path finds out which and acts on it.
+    with factory() as session:
+        claimed = _claim_slowly(session, delivery_id, try_number)
+        if isinstance(claimed, Outcome):
+            return claimed
+        return _claimed(*claimed)
+
+
 def run_scheduled_try(
     factory: sessionmaker[Session], client: DeliveryClient, *, delivery_id: str, try_number: int
 ) -> Outcome:
@@ -253,40 +257,138 @@ def run_scheduled_try(
     Run twice (a redelivered task, a sweep's duplicate), the second run finds the try
     claimed or recorded and does nothing.
     """
-    settings = get_settings()
-    with factory() as session:
-        fast = _claim_in_one_statement(session, delivery_id, try_number, utcnow())
-        if fast is not None:
-            delivery, endpoint, message = fast
-        else:
-            claimed = _claim_slowly(session, delivery_id, try_number)
-            if isinstance(claimed, Outcome):
-                return claimed
-            delivery, endpoint, message = claimed
-        body, headers = _build_request(endpoint, message, delivery)
-        url = endpoint.url
-        trigger = "test" if message.test else "scheduled"
-        endpoint_id, failing_since = endpoint.id, endpoint.failing_since
-        endpoint_scope, endpoint_owner = endpoint.scope, endpoint.user_id
-        timeout = float(endpoint.timeout_seconds)
-
+    claimed = _claim(factory, delivery_id, try_number)
+    if isinstance(claimed, Outcome):
+        return claimed
     # Renewed while the post runs; the record below has LEASE_SECONDS - LEASE_RENEW_EVERY.
     with _LEASES.holding(factory, delivery_id, try_number):
-        result = client.post(url, body, headers, timeout=timeout)
-
+        result = client.post(claimed.url, claimed.body, claimed.headers, timeout=claimed.timeout)
+    settings = get_settings()
+    engine = try_statements.autocommit_engine(factory)
+    if engine is not None and result.status_code != 410:
+        outcome = _record_in_one_statement(
+            engine,
+            delivery_id=delivery_id,
+            try_number=try_number,
+            claimed=claimed,
+            result=result,
+            settings=settings,
+        )
+        if outcome is not None:
+            return outcome
     return _record_scheduled_try(
         factory,
         delivery_id=delivery_id,
         try_number=try_number,
-        url=url,
-        trigger=trigger,
+        url=claimed.url,
+        trigger=claimed.trigger,
         result=result,
-        endpoint_id=endpoint_id,
-        failing_since=failing_since,
-        endpoint_scope=endpoint_scope,
-        endpoint_owner=endpoint_owner,
+        endpoint_id=claimed.endpoint_id,
+        failing_since=claimed.failing_since,
+        endpoint_scope=claimed.endpoint_scope,
+        endpoint_owner=claimed.endpoint_owner,
         settings=settings,
     )
+
+
+def retry_wait(try_number: int, result: AttemptResult, settings: Settings) -> float:
+    """Seconds before the try after failed try ``try_number``: the schedule, or Retry-After."""
+    wait = backoff_seconds(try_number, settings.retry_schedule)
+    if result.retry_after is not None and result.status_code in (429, 503):
+        wait = max(wait, min(result.retry_after, 86400.0))
+    return wait
+
+
+def _record_in_one_statement(
+    engine,
+    *,
+    delivery_id: str,
+    try_number: int,
+    claimed: _Claimed,
+    result: AttemptResult,
+    settings: Settings,
+) -> Outcome | None:
+    """Record a try of a still-pending delivery in one statement; None: use the ORM path."""
+    now = utcnow()
+    if result.ok:
+        kind = "delivered"
+    elif try_number < claimed.max_attempts:
+        kind = "retry"
+    else:
+        kind = "failed"
+    wait = retry_wait(try_number, result, settings) if kind == "retry" else None
+    health = None
+    if result.ok and claimed.failing_since is not None:
+        health = "healthy"
+    elif not result.ok and claimed.failing_since is None:
+        health = "failing"
+    attempt = Attempt(
+        id=new_id("atm"),
+        delivery_id=delivery_id,
+        endpoint_id=claimed.endpoint_id,
+        message_id=claimed.message_id,
+        organization_id=claimed.organization_id,
+        url=claimed.url,
+        status="success" if result.ok else "failed",
+        status_code=result.status_code,
+        duration_ms=result.duration_ms,
+        trigger=claimed.trigger,
+        try_number=try_number,
+        response_body=result.response_body,
+        error=result.error,
+        created_at=now,
+    )
+    params = {
+        "p_delivery_id": delivery_id,
+        "p_previous": try_number - 1,
+        "p_try_number": try_number,
+        "p_now": now,
+        "p_status_code": result.status_code,
+        "p_error_message": _error_text(result),
+        "p_attempt_id": attempt.id,
+        "p_endpoint_id": attempt.endpoint_id,
+        "p_message_id": attempt.message_id,
+        "p_organization_id": attempt.organization_id,
+        "p_url": attempt.url,
+        "p_attempt_status": attempt.status,
+        "p_duration_ms": attempt.duration_ms,
+        "p_trigger": attempt.trigger,
+        "p_response_body": attempt.response_body,
+        "p_error": attempt.error,
+        "p_delivered_at": now,
+        "p_failed_at": now,
+        "p_last_failure_at": now,
+        "p_next_attempt_at": now + timedelta(seconds=wait) if wait is not None else None,
+        "p_enqueued_at": now if wait is not None and wait <= MAX_BROKER_COUNTDOWN else None,
+    }
+    try:
+        extra = try_statements.record(engine, kind, health, params)
+    except IntegrityError:
+        return Outcome(delivery_id, skipped="recorded")
+    if extra is None:
+        return None  # recorded by another run, or no longer pending: the ORM path sorts it out
+    if wait is not None and wait <= MAX_BROKER_COUNTDOWN:
+        enqueue(DELIVER_TASK, delivery_id, try_number + 1, countdown=wait)
+    metrics.count_attempt(
+        attempt.status_code,
+        attempt.trigger,
+        attempt.duration_ms,
+        completed=None if kind == "retry" else kind,
+    )
+    outcome = Outcome(
+        delivery_id,
+        attempt=attempt,
+        final=kind != "retry",
+        delivery_status="pending" if kind == "retry" else kind,
+        organization_id=claimed.organization_id,
+        event_type=claimed.event_type,
+        attempt_number=try_number + extra,
+        endpoint_scope=claimed.endpoint_scope,
+        endpoint_owner=claimed.endpoint_owner,
+    )
+    if wait is not None:
+        outcome.next_try, outcome.countdown = try_number + 1, wait
+    return outcome
 
 
 def _claim_slowly(session: Session, delivery_id: str, try_number: int):
@@ -397,9 +499,7 @@ def _record_scheduled_try(
                 delivery.next_attempt_at = None
                 outcome.final = True
             elif still_pending and try_number < delivery.max_attempts:
-                wait = backoff_seconds(try_number, settings.retry_schedule)
-                if result.retry_after is not None and result.status_code in (429, 503):
-                    wait = max(wait, min(result.retry_after, 86400.0))
+                wait = retry_wait(try_number, result, settings)
                 delivery.next_attempt_at = now + timedelta(seconds=wait)
                 if wait <= MAX_BROKER_COUNTDOWN:
                     delivery.enqueued_at = now

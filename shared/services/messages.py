@@ -15,7 +15,7 @@ from .. import events, payloads
 from ..config import get_settings
 from ..errors import Conflict, Invalid, NotFound
 from ..models import Attempt, Delivery, Endpoint, Message, Organization, new_id, utcnow
-from ..queue import enqueue_after_commit
+from ..queue import enqueue_after_commit, enqueue_many_after_commit
 from .auth import Principal
 from .endpoints import get_endpoint
 
@@ -321,8 +321,7 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
         session, Delivery, rows, unique=["message_id", "endpoint_id"]
     )
     session.flush()
-    for delivery_id in created:
-        enqueue_after_commit(session, DELIVER_TASK, delivery_id, 1)
+    enqueue_many_after_commit(session, DELIVER_TASK, [(d, 1) for d in created])
     return created
 
 

@@ -658,8 +658,11 @@ class CpuMeter:
         self.started = time.monotonic()
 
     def _postgres_pids(self) -> list[int]:
+        # The backends of the benchmark's database and the server's own background
+        # processes (WAL writer, checkpointer, autovacuum), which its writes keep busy.
         rows = self.stack.rows(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " OR backend_type NOT IN ('client backend', 'walsender')"
         )
         return [r[0] for r in rows]
 

@@ -199,6 +199,7 @@ def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(clien
 
 
 def test_counter_store_adds_whole_and_fractional_seconds():
+    from shared.courier import get_courier
     from shared.metrics import CounterStore, attempt_increments
     from tests.conftest import TEST_REDIS_URL
 
@@ -206,7 +207,8 @@ def test_counter_store_adds_whole_and_fractional_seconds():
     # A 0 ms attempt after a 12 ms one: whole seconds must not break the float sum.
     for status_code, trigger, duration_ms in ((200, "scheduled", 12), (500, "scheduled", 0),
                                               (None, "manual", 1000)):  # fmt: skip
-        assert store.add(attempt_increments(status_code, trigger, duration_ms))
+        store.add(attempt_increments(status_code, trigger, duration_ms))
+    assert get_courier(TEST_REDIS_URL).flush()
     counts = store.read()
     assert counts["attempts|status_class=2xx|trigger=scheduled"] == 1
     assert counts["attempts|status_class=5xx|trigger=scheduled"] == 1

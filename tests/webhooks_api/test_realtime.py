@@ -241,7 +241,12 @@ def test_member_gets_only_events_of_endpoints_it_can_see(
         lambda n, d: n == "endpoint.created" and d["endpoint"]["id"] in {later_root, later_member},
         2,
     )
-    created = member_socket.wait_for(lambda n, d: n == "endpoint.created")[0][1]
+    # Live events leave each process batched (shared.courier), so the creations of the
+    # endpoints made just before the sockets connected may arrive too: look at the later two.
+    later = {later_root, later_member}
+    created = member_socket.wait_for(
+        lambda n, d: n == "endpoint.created" and d["endpoint"]["id"] in later
+    )[0][1]
     assert created["organizationId"] == org.id
     assert created["endpoint"]["id"] == later_member
     assert created["endpoint"]["status"] == "active"
@@ -250,7 +255,9 @@ def test_member_gets_only_events_of_endpoints_it_can_see(
     time.sleep(0.5)
     seen_by_member = {d["endpointId"] for d in member_socket.named("webhook.delivered")}
     assert seen_by_member == {account_wide, members_own}
-    assert {d["endpoint"]["id"] for d in member_socket.named("endpoint.created")} == {later_member}
+    created_seen = {d["endpoint"]["id"] for d in member_socket.named("endpoint.created")}
+    assert later_member in created_seen
+    assert not created_seen & {roots_own, later_root}
 
 
 def test_endpoint_changes_are_published_after_commit(client, org, receiver, listen):
