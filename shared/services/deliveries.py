@@ -312,7 +312,7 @@ def _record_in_one_statement(
     now = utcnow()
     if result.ok:
         kind = "delivered"
-    elif try_number < claimed.max_attempts:
+    elif try_number < claimed.max_attempts and claimed.trigger != "test":
         kind = "retry"
     else:
         kind = "failed"
@@ -498,7 +498,7 @@ def _record_scheduled_try(
                 delivery.failed_at = now
                 delivery.next_attempt_at = None
                 outcome.final = True
-            elif still_pending and try_number < delivery.max_attempts:
+            elif still_pending and try_number < delivery.max_attempts and trigger != "test":
                 wait = retry_wait(try_number, result, settings)
                 delivery.next_attempt_at = now + timedelta(seconds=wait)
                 if wait <= MAX_BROKER_COUNTDOWN:
@@ -651,9 +651,11 @@ def run_manual_attempt(
         session.add(attempt)
         delivery.extra_attempt_count += 1
         delivery.last_attempt_at = now
-        delivery.http_status_code = result.status_code
-        delivery.error_message = _error_text(result)
         delivery.updated_at = now
+        if result.ok or delivery.status != "delivered":
+            # A delivered delivery keeps its own account; the attempt row records the rest.
+            delivery.http_status_code = result.status_code
+            delivery.error_message = _error_text(result)
         if result.ok:
             delivery.status = "delivered"
             delivery.delivered_at = now
@@ -661,7 +663,24 @@ def run_manual_attempt(
             delivery.lease_until = None
         else:
             delivery.last_failure_at = now
+            nothing_scheduled = (
+                delivery.status == "pending"
+                and delivery.next_attempt_at is None
+                and delivery.attempt_count == 0
+            )
+            if delivery.status != "delivered" and (result.status_code == 410 or nothing_scheduled):
+                # SPEC 5: a 410 fails the delivery whatever made the attempt; a delivery made
+                # for this resend alone (request_resend) has no other attempt coming.
+                delivery.status = "failed"
+                delivery.failed_at = now
+                delivery.next_attempt_at = None
         _mark_endpoint_health(session, endpoint_id, failing_since, result.ok, now)
+        if result.status_code == 410:
+            from .endpoints import disable_endpoint
+
+            disable_endpoint(
+                session, endpoint_id=endpoint_id, reason="The endpoint answered 410 Gone"
+            )
         try:
             session.commit()
         except IntegrityError:
@@ -713,8 +732,9 @@ def request_resend(
             endpoint_id=endpoint.id,
             organization_id=message.organization_id,
             event_type=events.delivery_name(list(names.all), names, endpoint.payload_format),
-            # Nothing is scheduled: the manual attempt decides the status.
-            status="failed",
+            # Nothing is scheduled (no next_attempt_at: the sweep leaves it alone): it is
+            # pending until the manual attempt decides (run_manual_attempt).
+            status="pending",
             attempt_count=0,
             extra_attempt_count=0,
             max_attempts=endpoint.max_retries + 1,

@@ -308,8 +308,9 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
                     "status": "pending",
                     "attempt_count": 0,
                     "extra_attempt_count": 0,
-                    # A test is a single attempt (SPEC 6.2: trigger "test").
-                    "max_attempts": 1 if message.test else endpoint.max_retries + 1,
+                    # SPEC 5: max_retries + 1 for every delivery. A test is one attempt
+                    # (trigger "test"), never retried (shared.services.deliveries).
+                    "max_attempts": endpoint.max_retries + 1,
                     "next_attempt_at": now,
                     "enqueued_at": now,
                     "created_at": now,

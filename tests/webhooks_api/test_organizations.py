@@ -291,6 +291,29 @@ def test_test_route_sends_the_example_to_that_endpoint_only(
     assert other.requests == []
 
 
+def test_a_test_is_one_attempt_and_shows_the_endpoints_max_attempts(client, org, receiver, worker):
+    receiver.reply(500)
+    created = _create(client, org, receiver.url + "/hook", [])  # maxRetries 3 by default
+    resp = client.post(
+        f"{BASE}/{org.id}/endpoints/{created['id']}/test",
+        json={"eventType": "sandbox.created"},
+        headers=org.headers,
+    )
+    assert resp.status_code == 202, resp.json
+
+    def settled():
+        body = client.get(f"{BASE}/{org.id}/messages/{resp.json['id']}", headers=org.headers).json
+        done = [d for d in body["deliveries"] if d["status"] != "pending"]
+        return done or None
+
+    (delivery,) = wait_until(settled)
+    assert delivery["status"] == "failed"
+    assert (delivery["attemptNumber"], delivery["maxAttempts"]) == (1, 4)
+    assert delivery["nextRetryAt"] is None
+    time.sleep(1.5)  # past the first retry's wait in the tests' schedule (1 s + 20%)
+    assert len(receiver.requests) == 1
+
+
 def test_test_route_sends_any_type_to_an_e2b_endpoint(client, org, make_receiver, worker):
     # SPEC 6.2: the test sends "that type's example to this endpoint only,
     # whatever it subscribes to", the team hook (labels only) included.

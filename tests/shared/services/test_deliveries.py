@@ -11,7 +11,7 @@ from shared import queue
 from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
-from shared.models import Attempt, Delivery, utcnow
+from shared.models import Attempt, Delivery, Endpoint, new_id, utcnow
 from shared.services import deliveries
 from tests.conftest import PLATFORM
 from tests.support.unqueued import accept_without_broker
@@ -169,3 +169,73 @@ def test_sweep_leaves_overdue_tries_alone_while_the_broker_is_backlogged(client,
             assert deliveries.sweep_due(session, backlog=3)["deliveries"] == 1
     finally:
         queue.configure(queue_sender)
+
+
+def _delivery(delivery_id: str) -> Delivery:
+    with session_scope() as session:
+        return session.get(Delivery, delivery_id)
+
+
+def test_a_resend_that_creates_a_delivery_is_pending_until_its_attempt_fails(client, org, receiver):
+    _endpoint(client, org, receiver.url + "/subscribed")
+    message_id = _message_of(accept_without_broker(org.id))
+    unsubscribed = _endpoint(client, org, receiver.url + "/other", event_types=["sandbox.created"])
+    receiver.reply(500)
+    sender = queue._sender
+    queue.configure(None)  # the manual task is run below, by hand
+    try:
+        resp = client.post(
+            f"/api/webhooks/organizations/{org.id}/messages/{message_id}"
+            f"/endpoints/{unsubscribed}/resend",
+            headers=org.headers,
+        )
+    finally:
+        queue.configure(sender)
+    assert resp.status_code == 202, resp.json
+    delivery_id = resp.json["deliveryId"]
+    before = _delivery(delivery_id)
+    assert (before.status, before.attempt_count, before.next_attempt_at) == ("pending", 0, None)
+    assert before.max_attempts == 4  # max_retries 3 + 1, as every delivery
+
+    outcome = deliveries.run_manual_attempt(
+        get_sessionmaker(), _client(), delivery_id=delivery_id, attempt_id=new_id("atm")
+    )
+    after = _delivery(delivery_id)
+    assert outcome.delivery_status == after.status == "failed"
+    assert after.failed_at is not None and after.http_status_code == 500
+    assert after.attempt_count + after.extra_attempt_count == 1
+
+
+def test_a_410_on_a_manual_attempt_disables_the_endpoint_and_cancels_the_rest(
+    client, org, receiver
+):
+    endpoint_id = _endpoint(client, org, receiver.url)
+    delivered = accept_without_broker(org.id)
+    factory, http = get_sessionmaker(), _client()
+    assert (
+        deliveries.run_scheduled_try(
+            factory, http, delivery_id=delivered, try_number=1
+        ).delivery_status
+        == "delivered"
+    )
+    waiting = accept_without_broker(org.id, id="sbx-2")
+    receiver.reply(410)
+    deliveries.run_manual_attempt(factory, http, delivery_id=delivered, attempt_id=new_id("atm"))
+
+    with session_scope() as session:
+        endpoint = session.get(Endpoint, endpoint_id)
+        assert endpoint.is_active is False
+        assert "410" in endpoint.disabled_reason
+    kept = _delivery(delivered)
+    # Delivered stays delivered, with its own status code; the attempt row has the 410.
+    assert (kept.status, kept.http_status_code) == ("delivered", 200)
+    assert _delivery(waiting).status == "cancelled"
+    with session_scope() as session:
+        codes = sorted(
+            session.scalars(select(Attempt.status_code).where(Attempt.delivery_id == delivered))
+        )
+    assert codes == [200, 410]
+
+
+def _message_of(delivery_id: str) -> str:
+    return _delivery(delivery_id).message_id
