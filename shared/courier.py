@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between flushes: well under what a person watching the dashboard notices.
 FLUSH_EVERY = 0.05
-# Live events kept while Redis is away; the oldest are dropped beyond this.
+# Live events gathered between two flushes (or while one waits on Redis, up to
+# SOCKET_TIMEOUT); the oldest are dropped beyond this. A failed flush drops its batch.
 MAX_MESSAGES = 10_000
 # After a failed flush, say so again at most this often.
 WARN_EVERY = 30.0
@@ -49,7 +50,9 @@ class Courier:
         self._float_fields: set[tuple[str, str]] = set()
         self._messages: list[tuple[str, str | bytes]] = []
         self._thread: threading.Thread | None = None
-        self._warned_at = 0.0
+        # One flush at a time, so that batches (and live events) leave in order.
+        self._flushing = threading.Lock()
+        self._warned_at = float("-inf")
 
     def increment(
         self, key: str, counts: Counter, *, float_fields: frozenset = frozenset()
@@ -73,6 +76,10 @@ class Courier:
 
     def flush(self) -> bool:
         """Send what gathered now; False (logged, dropped) if Redis refused it."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             increments, self._increments = self._increments, {}
             float_fields, self._float_fields = self._float_fields, set()
@@ -97,7 +104,7 @@ class Courier:
             if now - self._warned_at >= WARN_EVERY:
                 self._warned_at = now
                 log.warning(
-                    "%d counters and %d live events not sent to Redis: %s",
+                    "%d counters and %d live events not all sent to Redis: %s",
                     sum(len(c) for c in increments.values()),
                     len(messages),
                     exc.__class__.__name__,
