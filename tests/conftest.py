@@ -48,6 +48,7 @@ import redis  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
+from shared import courier  # noqa: E402
 from shared import db as shared_db  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
@@ -117,6 +118,9 @@ def clean(database: str, redis_client: redis.Redis) -> Iterator[None]:
             if attempt == 9:
                 raise
             time.sleep(0.2)
+    # Counters and live events this process gathered go out before the broker is emptied,
+    # not into the next test's (shared.courier sends them every 50 ms).
+    courier.flush_all()
     redis_client.flushdb()
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, UTCDateTime, utcnow
@@ -79,8 +89,16 @@ class Delivery(Base):
         UniqueConstraint("message_id", "endpoint_id", name="uq_deliveries_message_endpoint"),
         Index("ix_deliveries_endpoint_created", "endpoint_id", "created_at"),
         Index("ix_deliveries_endpoint_status", "endpoint_id", "status"),
-        Index("ix_deliveries_status_due", "status", "next_attempt_at"),
+        # Pending deliveries only: every reader asks for them (migration 0002).
+        Index(
+            "ix_deliveries_pending_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
         Index("ix_deliveries_org_status", "organization_id", "status", "message_id"),
+        # Room in each page for the claim's heap-only update (migration 0002).
+        {"postgresql_with": {"fillfactor": 70}},
     )
 
 
@@ -109,6 +127,5 @@ class Attempt(Base):
         # A redelivered task can never record a second attempt for the same scheduled try.
         UniqueConstraint("delivery_id", "try_number", name="uq_attempts_delivery_try"),
         Index("ix_attempts_message_created", "message_id", "created_at"),
-        Index("ix_attempts_delivery", "delivery_id"),
         Index("ix_attempts_created", "created_at"),
     )

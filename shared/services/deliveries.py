@@ -120,7 +120,7 @@ def _load(session: Session, delivery_id: str):
 def _attempt_row(
     *,
     attempt_id: str,
-    delivery: Delivery,
+    delivery: Delivery | SimpleNamespace,
     url: str,
     result: AttemptResult,
     trigger: str,
@@ -322,21 +322,19 @@ def _record_in_one_statement(
         health = "healthy"
     elif not result.ok and claimed.failing_since is None:
         health = "failing"
-    attempt = Attempt(
-        id=new_id("atm"),
-        delivery_id=delivery_id,
-        endpoint_id=claimed.endpoint_id,
-        message_id=claimed.message_id,
-        organization_id=claimed.organization_id,
+    attempt = _attempt_row(
+        attempt_id=new_id("atm"),
+        delivery=SimpleNamespace(
+            id=delivery_id,
+            endpoint_id=claimed.endpoint_id,
+            message_id=claimed.message_id,
+            organization_id=claimed.organization_id,
+        ),
         url=claimed.url,
-        status="success" if result.ok else "failed",
-        status_code=result.status_code,
-        duration_ms=result.duration_ms,
+        result=result,
         trigger=claimed.trigger,
         try_number=try_number,
-        response_body=result.response_body,
-        error=result.error,
-        created_at=now,
+        now=now,
     )
     params = {
         "p_delivery_id": delivery_id,

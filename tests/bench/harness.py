@@ -170,8 +170,9 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of pids (those still alive)."""
+def cpu_seconds(pids: list[int], *, reaped_children: bool = False) -> float:
+    """User + system CPU seconds of pids (those still alive), and with reaped_children the
+    CPU of their children that have exited (PostgreSQL backends that closed meanwhile)."""
     total = 0
     for pid in pids:
         try:
@@ -180,6 +181,8 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])
+        if reaped_children:
+            total += int(fields[13]) + int(fields[14])
     return total / CLK_TCK
 
 
@@ -658,13 +661,26 @@ class CpuMeter:
         self.started = time.monotonic()
 
     def _postgres_pids(self) -> list[int]:
-        # The backends of the benchmark's database and the server's own background
-        # processes (WAL writer, checkpointer, autovacuum), which its writes keep busy.
-        rows = self.stack.rows(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " OR backend_type NOT IN ('client backend', 'walsender')"
-        )
-        return [r[0] for r in rows]
+        # Every process of the local server (backends of every connection, WAL writer,
+        # checkpointer, autovacuum), found by the owner of its data directory's processes:
+        # backends come and go with the pools, so asking pg_stat_activity at the start and
+        # the end misses those that were not connected at both.
+        import pwd
+
+        try:
+            uid = pwd.getpwnam("postgres").pw_uid
+        except KeyError:  # a server run by another user: its current backends only
+            rows = self.stack.rows("SELECT pid FROM pg_stat_activity")
+            return [r[0] for r in rows]
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.stat(f"/proc/{entry}").st_uid == uid:
+                        pids.append(int(entry))
+                except OSError:
+                    continue
+        return pids
 
     def _redis_pids(self) -> list[int]:
         import redis
@@ -683,7 +699,10 @@ class CpuMeter:
             "redis": self._redis_pids(),
             "bench": [os.getpid()],
         }
-        snap = {name: {pid: cpu_seconds([pid]) for pid in pids} for name, pids in groups.items()}
+        snap = {
+            name: {pid: cpu_seconds([pid], reaped_children=name == "postgres") for pid in pids}
+            for name, pids in groups.items()
+        }
         snap["_machine"] = {0: machine_cpu()[0], 1: machine_cpu()[1]}
         return snap
 
