@@ -38,10 +38,11 @@ SOCKET_TIMEOUT = 2.0
 class Courier:
     """Buffers hash increments and pub/sub messages for one Redis, flushed in the background."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, flush_every: float = FLUSH_EVERY) -> None:
         import redis
 
         self.url = url
+        self.flush_every = flush_every
         self._client = redis.Redis.from_url(
             url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
         )
@@ -119,7 +120,7 @@ class Courier:
 
     def _run(self) -> None:
         while True:
-            time.sleep(FLUSH_EVERY)
+            time.sleep(self.flush_every)
             self.flush()
 
 

@@ -21,15 +21,11 @@ from shared import courier
 from tests.conftest import TEST_REDIS_URL
 from tests.support.stack import RedisServer
 
-
-@pytest.fixture
-def held(monkeypatch) -> None:
-    """Keep the background thread of couriers made in the test from flushing during it.
-
-    Tests that count what one explicit flush sent must not race the thread, which would
-    otherwise send part of the buffer on its own 50 ms beat.
-    """
-    monkeypatch.setattr(courier, "FLUSH_EVERY", 3600.0)
+# Tests that count what one explicit flush sent must not race the background thread,
+# which would otherwise send part of the buffer on its own 50 ms beat: their couriers
+# flush on their own only after this long. (Per courier: the process's shared couriers,
+# which the app's live events use, keep their beat.)
+HELD = 3600.0
 
 
 @pytest.fixture
@@ -88,8 +84,8 @@ def test_increments_from_many_threads_add_up_exactly(redis_client):
     assert float(redis_client.hget("stats", "seconds")) == 0.25 * total
 
 
-def test_a_whole_number_float_keeps_going_to_a_float_field(redis_client, held):
-    sender = courier.Courier(TEST_REDIS_URL)
+def test_a_whole_number_float_keeps_going_to_a_float_field(redis_client):
+    sender = courier.Courier(TEST_REDIS_URL, flush_every=HELD)
     floats = frozenset({"seconds"})
     sender.increment("stats", Counter({"seconds": 1.5}), float_fields=floats)
     assert sender.flush() is True
@@ -130,10 +126,10 @@ def test_the_background_thread_flushes_without_being_asked(redis_client):
     assert elapsed < 0.5
 
 
-def test_a_flush_to_an_unreachable_redis_is_dropped_with_one_warning(tmp_path, caplog, held):
+def test_a_flush_to_an_unreachable_redis_is_dropped_with_one_warning(tmp_path, caplog):
     server = RedisServer(tmp_path)
     try:
-        sender = courier.Courier(server.url)
+        sender = courier.Courier(server.url, flush_every=HELD)
         server.kill()  # nothing listens on its port now
         sender.increment(
             "stats", Counter({"attempts": 1, "seconds": 0.5}), float_fields=frozenset({"seconds"})
@@ -158,8 +154,8 @@ def test_a_flush_to_an_unreachable_redis_is_dropped_with_one_warning(tmp_path, c
         server.kill()
 
 
-def test_the_message_buffer_keeps_only_the_newest_max_messages(subscriber, channel, held):
-    sender = courier.Courier(TEST_REDIS_URL)
+def test_the_message_buffer_keeps_only_the_newest_max_messages(subscriber, channel):
+    sender = courier.Courier(TEST_REDIS_URL, flush_every=HELD)
     total = courier.MAX_MESSAGES + 3
     for n in range(total):
         sender.publish(channel, f"m{n}")
@@ -171,7 +167,7 @@ def test_the_message_buffer_keeps_only_the_newest_max_messages(subscriber, chann
     assert subscriber.get_message(timeout=0.3) is None
 
 
-def test_get_courier_is_one_per_url_and_flush_all_sends_every_one(redis_client, held):
+def test_get_courier_is_one_per_url_and_flush_all_sends_every_one(redis_client):
     # Their own URLs (a client name) so that no courier of other tests is involved.
     first_url = f"{TEST_REDIS_URL}?client_name=courier-test-a"
     second_url = f"{TEST_REDIS_URL}?client_name=courier-test-b"
@@ -179,15 +175,17 @@ def test_get_courier_is_one_per_url_and_flush_all_sends_every_one(redis_client, 
     assert courier.get_courier(first_url) is first
     second = courier.get_courier(second_url)
     assert second is not first
+    first.flush_every = second.flush_every = HELD
     first.increment("stats", Counter({"a": 1}))
     second.increment("stats", Counter({"b": 2}))
     courier.flush_all()
     assert redis_client.hgetall("stats") == {b"a": b"1", b"b": b"2"}
 
 
-def test_a_forked_child_sends_its_own_increments_and_not_its_parents(redis_client, held):
+def test_a_forked_child_sends_its_own_increments_and_not_its_parents(redis_client):
     url = f"{TEST_REDIS_URL}?client_name=courier-test-fork"
     parent = courier.get_courier(url)
+    parent.flush_every = HELD
     # Pending in the parent at the fork: the child must not send it a second time.
     parent.increment("stats", Counter({"parent": 1}))
     pid = os.fork()
