@@ -44,7 +44,7 @@ def fanout(message_ids: list[str]) -> int:
     Run twice, it creates nothing more: a message already fanned out is skipped.
     """
     with session_scope() as session:
-        return len(messages.fan_out(session, message_ids=message_ids))
+        return len(messages.fan_out(session, message_ids=message_ids) or [])
 
 
 @app.task(name="webhooks.deliver", **DB_RETRY)

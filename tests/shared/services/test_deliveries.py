@@ -12,7 +12,7 @@ from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
 from shared.models import Attempt, Delivery, Endpoint, new_id, utcnow
-from shared.services import deliveries
+from shared.services import deliveries, messages
 from tests.conftest import PLATFORM
 from tests.support.unqueued import accept_without_broker
 from tests.support.waiting import wait_until
@@ -119,10 +119,45 @@ def test_sweep_enqueues_a_lost_try_and_the_worker_delivers_it(client, org, recei
         assert deliveries.sweep_due(session)["deliveries"] == 0
 
 
-def test_sweep_fans_out_a_message_whose_fanout_task_was_lost(client, org, receiver, worker):
+def test_sweep_fans_out_messages_whose_fanout_task_was_lost(client, org, receiver, worker):
     _endpoint(client, org, receiver.url)
+    # More messages than the ingest fans out itself: they go to a fan-out task.
+    count = messages.INLINE_FANOUT_MESSAGES + 1
     queue_sender = queue._sender
     queue.configure(None)
+    try:
+        resp = client.post(
+            "/api/internal/events",
+            json=[
+                {
+                    "event": "sandbox.state.updated",
+                    "organizationId": org.id,
+                    "id": f"sbx-{n}",
+                    "newState": "stopped",
+                }
+                for n in range(count)
+            ],
+            headers=PLATFORM,
+        )
+    finally:
+        queue.configure(queue_sender)
+    assert resp.status_code == 202
+    assert receiver.requests == []
+    from shared.models import Message
+
+    with session_scope() as session:
+        assert not session.scalars(select(Delivery.id)).all()
+        session.execute(update(Message).values(created_at=utcnow() - timedelta(seconds=30)))
+    with session_scope() as session:
+        assert deliveries.sweep_due(session)["fanouts"] == count
+    got = receiver.wait_for(count)
+    assert {r.headers["webhook-id"] for r in got} == {m["id"] for m in resp.json["messages"]}
+
+
+def test_a_small_ingest_makes_its_deliveries_in_its_own_transaction(client, org, receiver):
+    _endpoint(client, org, receiver.url)
+    queue_sender = queue._sender
+    queue.configure(None)  # nothing reaches the broker: what exists was made by the request
     try:
         resp = client.post(
             "/api/internal/events",
@@ -137,15 +172,19 @@ def test_sweep_fans_out_a_message_whose_fanout_task_was_lost(client, org, receiv
     finally:
         queue.configure(queue_sender)
     assert resp.status_code == 202
-    assert receiver.requests == []
-    from shared.models import Message
+    message_id = resp.json["messages"][0]["id"]
+    with session_scope() as session:
+        made = session.scalars(select(Delivery).where(Delivery.message_id == message_id)).all()
+        from shared.models import Message
 
+        assert session.get(Message, message_id).fanned_out_at is not None
+    assert [(d.status, d.attempt_count) for d in made] == [("pending", 0)]
+    # Its first try was never enqueued: the sweep sends it once it is overdue.
     with session_scope() as session:
-        session.execute(update(Message).values(created_at=utcnow() - timedelta(seconds=30)))
+        earlier = utcnow() - timedelta(seconds=30)  # as if 30 s had passed
+        session.execute(update(Delivery).values(next_attempt_at=earlier, enqueued_at=earlier))
     with session_scope() as session:
-        assert deliveries.sweep_due(session)["fanouts"] == 1
-    got = receiver.wait_for(1)
-    assert got[0].headers["webhook-id"] == resp.json["messages"][0]["id"]
+        assert deliveries.sweep_due(session)["deliveries"] == 1
 
 
 def test_sweep_leaves_overdue_tries_alone_while_the_broker_is_backlogged(client, org, receiver):
