@@ -573,6 +573,19 @@ def test_message_detail_and_attempts(client, org, receiver, worker):
     assert ISO_MS.match(attempt["timestamp"])
 
 
+def test_resend_to_a_disabled_endpoint_is_409_and_queues_nothing(client, org, receiver):
+    created = _create(client, org, receiver.url + "/hook", [])
+    message_id = _ingest(client, _sandbox_event(org.id))
+    _patch(client, org, created["id"], {"status": "disabled"})
+    resp = client.post(
+        f"{BASE}/{org.id}/messages/{message_id}/endpoints/{created['id']}/resend",
+        headers=org.headers,
+    )
+    _assert_error(resp, 409)
+    time.sleep(0.3)
+    assert [a for a in _attempts(client, org, message_id) if a["trigger"] == "manual"] == []
+
+
 def test_resend_makes_a_manual_attempt(client, org, add_user, receiver, worker):
     created = _create(client, org, receiver.url + "/hook", [])
     message_id = _ingest(client, _sandbox_event(org.id))
