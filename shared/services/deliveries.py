@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -213,9 +213,10 @@ def _claimed(delivery, endpoint, message) -> _Claimed:
     )
 
 
-def _claim(factory: sessionmaker[Session], delivery_id: str, try_number: int):
+def _claim(
+    factory: sessionmaker[Session], engine: Engine | None, delivery_id: str, try_number: int
+):
     """Claim a due try: a _Claimed, or the Outcome of a try that is not to be made now."""
-    engine = try_statements.autocommit_engine(factory)
     if engine is not None:
         now = utcnow()
         parts = try_statements.claim(
@@ -257,14 +258,15 @@ def run_scheduled_try(
     Run twice (a redelivered task, a sweep's duplicate), the second run finds the try
     claimed or recorded and does nothing.
     """
-    claimed = _claim(factory, delivery_id, try_number)
+    # PostgreSQL: one statement per step; None: the ORM path throughout (SQLite).
+    engine = try_statements.autocommit_engine(factory)
+    claimed = _claim(factory, engine, delivery_id, try_number)
     if isinstance(claimed, Outcome):
         return claimed
     # Renewed while the post runs; the record below has LEASE_SECONDS - LEASE_RENEW_EVERY.
     with _LEASES.holding(factory, delivery_id, try_number):
         result = client.post(claimed.url, claimed.body, claimed.headers, timeout=claimed.timeout)
     settings = get_settings()
-    engine = try_statements.autocommit_engine(factory)
     if engine is not None and result.status_code != 410:
         outcome = _record_in_one_statement(
             engine,
@@ -291,6 +293,19 @@ def run_scheduled_try(
     )
 
 
+def next_step(result: AttemptResult, *, try_number: int, max_attempts: int, trigger: str) -> str:
+    """What scheduled try ``try_number`` leads to (SPEC 5): delivered, retry or failed.
+
+    A 410 fails at once, a test is one attempt, anything else failing is retried until
+    ``max_attempts``.
+    """
+    if result.ok:
+        return "delivered"
+    if result.status_code == 410 or trigger == "test" or try_number >= max_attempts:
+        return "failed"
+    return "retry"
+
+
 def retry_wait(try_number: int, result: AttemptResult, settings: Settings) -> float:
     """Seconds before the try after failed try ``try_number``: the schedule, or Retry-After."""
     wait = backoff_seconds(try_number, settings.retry_schedule)
@@ -310,12 +325,9 @@ def _record_in_one_statement(
 ) -> Outcome | None:
     """Record a try of a still-pending delivery in one statement; None: use the ORM path."""
     now = utcnow()
-    if result.ok:
-        kind = "delivered"
-    elif try_number < claimed.max_attempts and claimed.trigger != "test":
-        kind = "retry"
-    else:
-        kind = "failed"
+    kind = next_step(
+        result, try_number=try_number, max_attempts=claimed.max_attempts, trigger=claimed.trigger
+    )
     wait = retry_wait(try_number, result, settings) if kind == "retry" else None
     health = None
     if result.ok and claimed.failing_since is not None:
@@ -483,36 +495,33 @@ def _record_scheduled_try(
             endpoint_owner=endpoint_owner,
         )
         still_pending = delivery.status == "pending"
-        if result.ok:
-            if still_pending:
-                delivery.status = "delivered"
-                delivery.delivered_at = now
+        step = next_step(
+            result, try_number=try_number, max_attempts=delivery.max_attempts, trigger=trigger
+        )
+        if not result.ok:
+            delivery.last_failure_at = now
+        if step == "retry" and still_pending:
+            wait = retry_wait(try_number, result, settings)
+            delivery.next_attempt_at = now + timedelta(seconds=wait)
+            if wait <= MAX_BROKER_COUNTDOWN:
+                delivery.enqueued_at = now
+                enqueue_after_commit(
+                    session, DELIVER_TASK, delivery_id, try_number + 1, countdown=wait
+                )
+            else:
+                delivery.enqueued_at = None
+            outcome.next_try, outcome.countdown = try_number + 1, wait
+        else:
+            # A delivery that stopped being pending meanwhile (cancelled, or delivered by
+            # a manual attempt) keeps its own account, except that a 410 fails it anyway.
+            if still_pending or result.status_code == 410:
+                delivery.status = "delivered" if step == "delivered" else "failed"
+                if step == "delivered":
+                    delivery.delivered_at = now
+                else:
+                    delivery.failed_at = now
                 delivery.next_attempt_at = None
             outcome.final = True
-        else:
-            delivery.last_failure_at = now
-            if result.status_code == 410:
-                delivery.status = "failed"
-                delivery.failed_at = now
-                delivery.next_attempt_at = None
-                outcome.final = True
-            elif still_pending and try_number < delivery.max_attempts and trigger != "test":
-                wait = retry_wait(try_number, result, settings)
-                delivery.next_attempt_at = now + timedelta(seconds=wait)
-                if wait <= MAX_BROKER_COUNTDOWN:
-                    delivery.enqueued_at = now
-                    enqueue_after_commit(
-                        session, DELIVER_TASK, delivery_id, try_number + 1, countdown=wait
-                    )
-                else:
-                    delivery.enqueued_at = None
-                outcome.next_try, outcome.countdown = try_number + 1, wait
-            else:
-                if still_pending:
-                    delivery.status = "failed"
-                    delivery.failed_at = now
-                    delivery.next_attempt_at = None
-                outcome.final = True
         outcome.delivery_status = delivery.status
         _mark_endpoint_health(session, endpoint_id, failing_since, result.ok, now)
         if result.status_code == 410:
