@@ -25,7 +25,14 @@ _ALPHABET = string.ascii_lowercase + string.digits
 
 def new_id(prefix: str, length: int = 15) -> str:
     """A prefixed random id such as ``org-abc123def456789`` (SPEC 3: 15 lowercase alphanumerics)."""
-    return prefix + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    # One draw from the OS for the whole id, written in base 36: a choice per character
+    # cost a system call each, 5% of the ingest's CPU (benchmark scenario 6).
+    number = secrets.randbelow(len(_ALPHABET) ** length)
+    chars = []
+    for _ in range(length):
+        number, digit = divmod(number, len(_ALPHABET))
+        chars.append(_ALPHABET[digit])
+    return prefix + "-" + "".join(chars)
 
 
 def utcnow() -> datetime:

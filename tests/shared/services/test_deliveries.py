@@ -119,10 +119,13 @@ def test_sweep_enqueues_a_lost_try_and_the_worker_delivers_it(client, org, recei
         assert deliveries.sweep_due(session)["deliveries"] == 0
 
 
-def test_sweep_fans_out_messages_whose_fanout_task_was_lost(client, org, receiver, worker):
+def test_sweep_fans_out_messages_whose_fanout_task_was_lost(
+    client, org, receiver, worker, monkeypatch
+):
     _endpoint(client, org, receiver.url)
-    # More messages than the ingest fans out itself: they go to a fan-out task.
-    count = messages.INLINE_FANOUT_MESSAGES + 1
+    # More deliveries than the ingest makes itself: the messages go to a fan-out task.
+    monkeypatch.setattr(messages, "INLINE_FANOUT_DELIVERIES", 5)
+    count = 6
     queue_sender = queue._sender
     queue.configure(None)
     try:
@@ -278,3 +281,70 @@ def test_a_410_on_a_manual_attempt_disables_the_endpoint_and_cancels_the_rest(
 
 def _message_of(delivery_id: str) -> str:
     return _delivery(delivery_id).message_id
+
+
+def _post_without_broker(client, body):
+    sender = queue._sender
+    queue.configure(None)  # nothing reaches the broker: what exists was made by the request
+    try:
+        resp = client.post("/api/internal/events", json=body, headers=PLATFORM)
+    finally:
+        queue.configure(sender)
+    assert resp.status_code == 202, resp.json
+    return [m["id"] for m in resp.json["messages"]]
+
+
+def _stopped(org, n: int) -> dict:
+    return {"event": "sandbox.state.updated", "organizationId": org.id, "id": f"sbx-{n}",
+            "newState": "stopped"}  # fmt: skip
+
+
+def test_an_array_to_an_organization_without_endpoints_needs_no_fan_out_task(client, org):
+    from shared.models import Message
+
+    ids = _post_without_broker(client, [_stopped(org, n) for n in range(100)])
+    with session_scope() as session:
+        marks = session.scalars(select(Message.fanned_out_at).where(Message.id.in_(ids))).all()
+        assert len(marks) == 100 and None not in marks
+        assert session.scalars(select(Delivery.id)).all() == []
+    # Nothing is left for the sweep either.
+    with session_scope() as session:
+        session.execute(update(Message).values(created_at=utcnow() - timedelta(seconds=30)))
+    with session_scope() as session:
+        assert deliveries.sweep_due(session)["fanouts"] == 0
+
+
+def test_an_array_within_the_delivery_budget_makes_its_deliveries_in_the_request(
+    client, org, receiver
+):
+    endpoint_id = _endpoint(client, org, receiver.url)
+    ids = _post_without_broker(client, [_stopped(org, n) for n in range(20)])
+    with session_scope() as session:
+        made = session.execute(select(Delivery.message_id, Delivery.endpoint_id, Delivery.status))
+        assert sorted(made) == sorted((i, endpoint_id, "pending") for i in ids)
+
+
+def test_a_fan_out_run_twice_makes_each_delivery_once(client, org, receiver, monkeypatch):
+    first = _endpoint(client, org, receiver.url + "/a")
+    second = _endpoint(client, org, receiver.url + "/b")
+    monkeypatch.setattr(messages, "INLINE_FANOUT_DELIVERIES", 0)  # always a fan-out task
+    ids = _post_without_broker(client, [_stopped(org, n) for n in range(3)])
+    with session_scope() as session:
+        assert session.scalars(select(Delivery.id)).all() == []
+    sender = queue._sender
+    queue.configure(None)
+    try:
+        with session_scope() as session:
+            made = messages.fan_out(session, message_ids=ids)
+        with session_scope() as session:
+            again = messages.fan_out(session, message_ids=ids)
+    finally:
+        queue.configure(sender)
+    assert len(made) == 6 and again == []
+    with session_scope() as session:
+        rows = session.execute(
+            select(Delivery.message_id, Delivery.endpoint_id, Delivery.event_type)
+        )
+        assert sorted(rows) == sorted(
+            (i, e, "sandbox.stopped") for i in ids for e in (first, second)
+        )
