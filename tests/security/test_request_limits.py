@@ -122,15 +122,28 @@ def test_event_arrays_may_be_16_times_the_limit_and_not_more(api, stack):
     assert resp.status_code == 413 and resp.json()["statusCode"] == 413
     status, body = _chunked(api, "/api/internal/events", over, PLATFORM)
     assert status == 413
-    # More than 1,000 events, or one event over the limit inside an array: 400, by index.
+    # More than 1,000 events: 400. One event over the limit inside an array: 413, by index.
     many = json.dumps([_padded_event(org, n, 60) for n in range(1001)]).encode()
     assert len(many) < 16 * LIMIT
     status, body = _chunked(api, "/api/internal/events", many, PLATFORM)
     assert status == 400 and "1000" in body["message"]
     fat = [_padded_event(org, n, 100) for n in range(3)] + [_padded_event(org, 3, LIMIT + 200)]
     status, body = _chunked(api, "/api/internal/events", json.dumps(fat).encode(), PLATFORM)
-    assert status == 400 and body["message"].startswith("event 3: ")
+    assert status == 413 and body["statusCode"] == 413
+    assert body["message"].startswith("event 3: ")
     assert _messages(stack, org) == 1000
+
+
+def test_an_event_is_measured_in_utf8_bytes_not_json_escapes(api, stack):
+    org = create_org(api)
+    # 3,000 "é": 6,000 bytes of UTF-8 (within 8,192) but 18,000 as ASCII \u escapes.
+    event = {**_padded_event(org, 0, 100), "note": "é" * 3000}
+    raw = json.dumps(event, ensure_ascii=False).encode()
+    assert len(raw) < LIMIT < len(json.dumps(event))
+    for body in (raw, json.dumps([event, event], ensure_ascii=False).encode()):
+        resp = api.post("/api/internal/events", data=body, headers={**PLATFORM, **JSON})
+        assert resp.status_code == 202, resp.text
+    assert _messages(stack, org) == 3
 
 
 HOOK = '"url": "http://127.0.0.1:9/"'
