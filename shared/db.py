@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import get_settings
@@ -18,18 +20,51 @@ _pre_ping = True
 def skip_pre_ping() -> None:
     """Stop pinging pooled connections at checkout, for this process's next engine.
 
-    The api pings, so that no request fails on a connection a restarted database closed.
-    The worker does not: a ping is a round trip per transaction on its hottest path, its
-    tasks retry on a database error, and its hot statements retry once on a fresh
-    connection (shared.services.try_statements); the first failure empties the pool.
+    The api pings connections that sat idle (see ``PING_AFTER_IDLE_SECONDS``). The worker
+    does not: a ping is a round trip on its hottest path, its tasks retry on a database
+    error, and its hot statements retry once on a fresh connection
+    (shared.services.try_statements); the first failure empties the pool.
     """
     global _pre_ping
     _pre_ping = False
     reset()
 
 
+# A pooled connection idle for longer than this is pinged before it is handed out, so
+# that a request after a quiet spell never meets a connection a restarted PostgreSQL
+# closed. One busy in the last seconds is not: under load a ping per checkout was a
+# round trip per request (7% of the single-event ingest's time, benchmark scenario 6),
+# and a restart under load fails the statements already in flight anyway. The first
+# disconnect seen empties the whole pool (SQLAlchemy invalidates every older
+# connection), so a restart costs at most the requests already holding a connection.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _used(_dbapi_conn, record) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy) -> None:
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another (PoolEvents.checkout).
+            raise DisconnectionError(str(exc)) from exc
+
+
 def make_engine(url: str, *, pool_size: int = 16, pre_ping: bool = True) -> Engine:
-    """An engine for PostgreSQL (pooled) or SQLite (WAL, shared between threads)."""
+    """An engine for PostgreSQL (pooled) or SQLite (WAL, shared between threads).
+
+    ``pre_ping``: ping PostgreSQL connections that were idle before handing them out.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -49,16 +84,17 @@ def make_engine(url: str, *, pool_size: int = 16, pre_ping: bool = True) -> Engi
             cur.close()
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=4,
-        # A connection a restarted PostgreSQL closed is replaced, not handed to a request.
-        pool_pre_ping=pre_ping,
         # Recycle before common proxies and firewalls drop idle connections.
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+    if pre_ping:
+        _ping_idle_connections(engine)
+    return engine
 
 
 @lru_cache(maxsize=1)

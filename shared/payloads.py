@@ -38,8 +38,9 @@ _WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
 
 def format_timestamp(dt: datetime) -> str:
     """ISO 8601 UTC with milliseconds and Z; a naive datetime is taken as UTC."""
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{dt.microsecond // 1000:03d}Z"
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat(timespec="milliseconds") + "Z"
 
 
 def snake_case(key: str) -> str:

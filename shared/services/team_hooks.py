@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
-from ..models import Endpoint, Message
+from ..models import Endpoint
 from . import endpoints, messages
 from .auth import Principal
 
@@ -108,7 +108,9 @@ def delete(session: Session, *, principal: Principal) -> Endpoint:
     return endpoints.delete_endpoint(session, principal=principal, endpoint_id=hook.id)
 
 
-def send_test(session: Session, *, principal: Principal) -> Message:
+def send_test(
+    session: Session, *, principal: Principal
+) -> messages.Message | messages.StoredMessage:
     """Queue a `create` example to the team's hook (any member), whatever it subscribes to."""
     hook = get(session, principal=principal)
     if not hook.is_active:

@@ -7,7 +7,6 @@ rows they leave are read back through the ORM. The last tests run whole tries th
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,11 +16,12 @@ from sqlalchemy.orm import sessionmaker
 
 from shared import queue
 from shared.config import get_settings
-from shared.db import get_engine, get_sessionmaker, make_engine, session_scope
+from shared.db import get_sessionmaker, make_engine, session_scope
 from shared.http import DeliveryClient
 from shared.models import Attempt, Delivery, Endpoint, Message, new_id, utcnow
 from shared.services import deliveries, try_statements
 from shared.services.endpoints import cancel_pending_deliveries
+from tests.support.backends import backend_pid, terminate_backend
 from tests.support.receiver import Reply
 from tests.support.unqueued import accept_without_broker
 
@@ -390,40 +390,21 @@ def test_sqlite_gets_the_orm_path():
 # ---- a lost connection ---------------------------------------------------------------
 
 
-def _backend_pid(engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-
-
-def _terminate(pid: int) -> None:
-    """End a PostgreSQL backend, as a restart or an idle-connection killer would."""
-    with get_engine().connect() as conn:
-        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-        conn.commit()
-        deadline = time.monotonic() + 5
-        while conn.execute(
-            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
-        ).scalar_one():
-            assert time.monotonic() < deadline, "backend still alive"
-            conn.rollback()
-            time.sleep(0.02)
-
-
 def test_a_claim_and_a_record_survive_a_terminated_pooled_connection(pending):
     delivery_id, _ = pending
     # Like the worker's engine: no ping at checkout, so the dead connection is used.
     # One pooled connection, so the statement gets the one whose backend is ended.
     engine = make_engine(get_settings().database_url, pool_size=1, pre_ping=False)
     try:
-        doomed = _backend_pid(engine)
-        _terminate(doomed)
+        doomed = backend_pid(engine)
+        terminate_backend(doomed)
         claimed = try_statements.claim(engine, _claim_params(delivery_id))
         assert claimed is not None
         assert _delivery(delivery_id).lease_until is not None
-        replacement = _backend_pid(engine)
+        replacement = backend_pid(engine)
         assert replacement != doomed
 
-        _terminate(replacement)
+        terminate_backend(replacement)
         params = _record_params(claimed, delivery_id, utcnow())
         assert try_statements.record(engine, "delivered", None, params) == 0
         assert _delivery(delivery_id).status == "delivered"
