@@ -144,14 +144,22 @@ def _flushed_increments(session: Session) -> Counter:
             finished = hist.added and hist.added[0] in ("delivered", "failed")
             if finished and (not hist.deleted or hist.deleted[0] != hist.added[0]):
                 counts[_field("deliveries_completed", outcome=hist.added[0])] += 1
-        elif isinstance(obj, Message):
-            # A message is counted once, when its fan-out commits (every accepted message
-            # is fanned out exactly once; a duplicate eventId never makes a message).
-            hist = inspect(obj).attrs.fanned_out_at.history
-            if hist.added and hist.added[0] is not None and not any(hist.deleted or ()):
-                kind = "test" if obj.test else "custom" if obj.custom else "event"
-                counts[_field("messages_ingested", kind=kind)] += 1
     return counts
+
+
+def count_fanned_out(session: Session, messages: Iterable[Any]) -> None:
+    """Count messages fanned out in the session's transaction, once it commits.
+
+    A message is counted once, when its fan-out commits (every accepted message is
+    fanned out exactly once; a duplicate eventId never makes a message). The messages
+    are written with SQLAlchemy Core, which the flush-time collection above never sees.
+    """
+    counts: Counter = Counter()
+    for message in messages:
+        kind = "test" if message.test else "custom" if message.custom else "event"
+        counts[_field("messages_ingested", kind=kind)] += 1
+    if counts:
+        session.info.setdefault(_PENDING, Counter()).update(counts)
 
 
 def count_attempt(

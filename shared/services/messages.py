@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from .. import events, payloads
+from .. import events, metrics, payloads
 from ..config import get_settings
 from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from ..models import Attempt, Delivery, Endpoint, Message, Organization, new_id, utcnow
@@ -388,7 +388,10 @@ def _create_deliveries(
     endpoints_by_org: dict[str, list],
     now: datetime,
 ) -> list[str]:
-    """One pending delivery per (message, matching endpoint), enqueued after the commit."""
+    """One pending delivery per (message, matching endpoint), enqueued after the commit.
+
+    The messages are fanned out by this transaction: they are counted when it commits.
+    """
     rows = []
     for message in messages:
         targets = _endpoint_targets(message, endpoints_by_org.get(message.organization_id, []))
@@ -416,6 +419,7 @@ def _create_deliveries(
         session, Delivery, rows, unique=["message_id", "endpoint_id"]
     )
     enqueue_many_after_commit(session, DELIVER_TASK, [(d, 1) for d in created])
+    metrics.count_fanned_out(session, messages)
     return created
 
 

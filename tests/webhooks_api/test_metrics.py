@@ -61,6 +61,39 @@ def _ingest(client, org, count: int) -> None:
     assert resp.status_code == 202, resp.json
 
 
+def test_each_message_is_counted_once_whichever_path_fans_it_out(
+    client, org, make_receiver, worker, monkeypatch
+):
+    from shared.services import messages
+
+    receiver = make_receiver()
+    endpoint = _create_v1(client, org, receiver.url + "/ok")
+    _ingest(client, org, 2)  # fanned out by the request itself
+    monkeypatch.setattr(messages, "INLINE_FANOUT_DELIVERIES", 0)
+    _ingest(client, org, 3)  # fanned out by a fan-out task on the worker
+    once = {"event": "sandbox.created", "organizationId": org.id, "id": "sbx-9", "eventId": "e-1"}
+    for _ in range(2):  # the repeat is a duplicate: no new message
+        resp = client.post("/api/internal/events", json=once, headers=PLATFORM)
+        assert resp.status_code == 202
+    resp = client.post(
+        f"/api/webhooks/organizations/{org.id}/endpoints/{endpoint['endpoint_id']}/test",
+        json={"eventType": "sandbox.created"},
+        headers=org.headers,
+    )
+    assert resp.status_code == 202
+    receiver.wait_for(7)
+
+    def counted():
+        samples = scrape(client)
+        by_kind = {
+            kind: total(samples, "webhooks_messages_ingested_total", kind=kind)
+            for kind in ("event", "test", "custom")
+        }
+        return by_kind if by_kind == {"event": 6, "test": 1, "custom": 0} else None
+
+    wait_until(counted, timeout=10)
+
+
 def test_metrics_after_deliveries_match_the_database(client, org, make_receiver, worker):
     good, bad = make_receiver(), make_receiver()
     bad.reply(500, b"down")
