@@ -20,9 +20,9 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, exists, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..db import first_row
 from ..models import Attempt, Delivery, Endpoint, Message
 from ..models.base import UTCDateTime
 
@@ -183,7 +183,7 @@ def autocommit_engine(factory: sessionmaker[Session]) -> Engine | None:
 
 def claim(engine: Engine, params: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     """Run the claim; the post's columns by group, or None when the try was not claimed."""
-    row = _first_row(engine, CLAIM, params)
+    row = first_row(engine, CLAIM, params)
     if row is None:
         return None
     parts: dict[str, dict[str, Any]] = {"delivery": {}, "endpoint": {}, "message": {}}
@@ -196,58 +196,5 @@ def claim(engine: Engine, params: dict[str, Any]) -> dict[str, dict[str, Any]] |
 
 def record(engine: Engine, outcome: str, health: str | None, params: dict[str, Any]) -> int | None:
     """Run the record statement; the delivery's manual-attempt count, or None if not recorded."""
-    row = _first_row(engine, record_statement(outcome, health), params)
+    row = first_row(engine, record_statement(outcome, health), params)
     return None if row is None else int(row[0])
-
-
-@lru_cache(maxsize=64)
-def _compiled(dialect: Any, statement: Any) -> tuple[str, dict[str, Any]]:
-    """The statement's SQL for the driver and the values of its literal parameters."""
-    compiled = statement.compile(dialect=dialect)
-    return compiled.string, dict(compiled.params)
-
-
-def _first_row(engine: Engine, statement: Any, params: dict[str, Any]) -> Any:
-    """Run a statement in autocommit on a pooled connection; its first row or None.
-
-    The statement is compiled once and handed to the driver as it is: SQLAlchemy's
-    Connection (execution context, result wrapping, events) cost more CPU per call than
-    the driver and the round trip together, on the path every delivery takes twice.
-    Errors are raised as SQLAlchemy's (IntegrityError, OperationalError), as elsewhere.
-
-    The worker's pool does not ping connections at checkout (a round trip per statement);
-    after a database restart the first statement on an old connection fails instead, and
-    is run once more on a fresh one. Both statements are safe to repeat: one that
-    committed before the connection dropped finds its row moved on and returns nothing.
-    """
-    sql, literals = _compiled(engine.dialect, statement)
-    values = {**literals, **params}
-    dbapi = engine.dialect.loaded_dbapi
-    for attempt in (1, 2):
-        pooled = engine.raw_connection()
-        try:
-            connection = pooled.driver_connection
-            try:
-                # Each statement is atomic on its own: one round trip, no BEGIN/COMMIT.
-                connection.autocommit = True
-                with connection.cursor() as cursor:
-                    cursor.execute(sql, values)
-                    return cursor.fetchone()
-            finally:
-                if not connection.closed:
-                    connection.autocommit = False
-        except dbapi.Error as exc:
-            gone = engine.dialect.is_disconnect(exc, connection, None)
-            if gone:
-                pooled.invalidate(exc)
-                # The database went away (a restart): the other pooled connections are
-                # stale too. A new pool replaces them; connections in use finish as they are.
-                engine.dispose()
-                if attempt == 1:
-                    continue
-            raise DBAPIError.instance(
-                sql, values, exc, dbapi.Error, connection_invalidated=gone
-            ) from exc
-        finally:
-            pooled.close()
-    return None  # pragma: no cover - the loop returns or raises
