@@ -56,6 +56,9 @@ def _ping_idle_connections(engine: Engine) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
+            # The ping opened a transaction; hand the connection out idle, as the pool
+            # keeps it (the autocommit statements below cannot start inside one).
+            dbapi_conn.rollback()
         except engine.dialect.loaded_dbapi.Error as exc:
             # The pool discards this connection and checks out another (PoolEvents.checkout).
             raise DisconnectionError(str(exc)) from exc
@@ -190,7 +193,12 @@ def autocommit_rows(
     values = {**literals, **params}
     dbapi = engine.dialect.loaded_dbapi
     for attempt in (1, 2):
-        pooled = engine.raw_connection()
+        try:
+            pooled = engine.raw_connection()
+        except dbapi.Error as exc:
+            # raw_connection() hands the driver's error on unwrapped (the database is
+            # down): raise it as SQLAlchemy's, which callers map to 503 or a task retry.
+            raise DBAPIError.instance(sql, values, exc, dbapi.Error) from exc
         try:
             connection = pooled.driver_connection
             try:

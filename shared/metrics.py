@@ -154,12 +154,25 @@ def count_fanned_out(session: Session, messages: Iterable[Any]) -> None:
     fanned out exactly once; a duplicate eventId never makes a message). The messages
     are written with SQLAlchemy Core, which the flush-time collection above never sees.
     """
+    counts = _message_increments(messages)
+    if counts:
+        session.info.setdefault(_PENDING, Counter()).update(counts)
+
+
+def count_committed_messages(messages: Iterable[Any]) -> None:
+    """Count messages whose fan-out has committed already (outside any session)."""
+    store = get_store()
+    counts = _message_increments(messages)
+    if store is not None and counts:
+        store.add(counts)
+
+
+def _message_increments(messages: Iterable[Any]) -> Counter:
     counts: Counter = Counter()
     for message in messages:
         kind = "test" if message.test else "custom" if message.custom else "event"
         counts[_field("messages_ingested", kind=kind)] += 1
-    if counts:
-        session.info.setdefault(_PENDING, Counter()).update(counts)
+    return counts
 
 
 def count_attempt(

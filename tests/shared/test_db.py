@@ -35,3 +35,20 @@ def test_a_connection_in_steady_use_is_not_pinged(engine, monkeypatch):
         conn.execute(text("SELECT 1"))
     # ...which empties the pool, so the next one gets a fresh connection.
     assert backend_pid(engine) != doomed
+
+
+def test_a_pinged_connection_is_handed_out_outside_a_transaction(engine, monkeypatch):
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    backend_pid(engine)  # used once, so that the next checkout pings
+    # An autocommit statement on the driver connection cannot start inside a transaction.
+    assert db.autocommit_rows(engine, text("SELECT 41 + 1"), {}) == [(42,)]
+
+
+def test_a_database_that_is_down_raises_sqlalchemy_s_operational_error():
+    # Nothing listens on port 9: connecting fails as it does while PostgreSQL restarts.
+    engine = db.make_engine("postgresql+psycopg2://postgres@127.0.0.1:9/none", pool_size=1)
+    try:
+        with pytest.raises(OperationalError):
+            db.autocommit_rows(engine, text("SELECT 1"), {})
+    finally:
+        engine.dispose()

@@ -348,3 +348,30 @@ def test_a_fan_out_run_twice_makes_each_delivery_once(client, org, receiver, mon
         assert sorted(rows) == sorted(
             (i, e, "sandbox.stopped") for i in ids for e in (first, second)
         )
+
+
+def test_a_single_event_to_more_endpoints_than_the_request_fans_out_goes_to_a_task(
+    client, org, receiver, monkeypatch
+):
+    from shared.models import Message
+
+    monkeypatch.setattr(messages, "INLINE_FANOUT_ENDPOINTS", 2)
+    made = [_endpoint(client, org, f"{receiver.url}/{n}") for n in range(3)]
+    (message_id,) = _post_without_broker(client, _stopped(org, 1))
+    with session_scope() as session:
+        assert session.get(Message, message_id).fanned_out_at is None
+        assert session.scalars(select(Delivery.id)).all() == []
+    with session_scope() as session:
+        assert len(messages.fan_out(session, message_ids=[message_id])) == 3
+    with session_scope() as session:
+        assert sorted(session.scalars(select(Delivery.endpoint_id))) == sorted(made)
+
+
+def test_a_repeated_single_event_writes_no_second_message_or_delivery(client, org, receiver):
+    _endpoint(client, org, receiver.url)
+    event = {**_stopped(org, 1), "eventId": "once"}
+    (first,) = _post_without_broker(client, event)
+    resp = client.post("/api/internal/events", json=event, headers=PLATFORM)
+    assert resp.json["messages"] == [{"id": first, "eventId": "once", "duplicate": True}]
+    with session_scope() as session:
+        assert session.scalars(select(Delivery.message_id)).all() == [first]

@@ -1,0 +1,156 @@
+"""A single reported event's ingest on PostgreSQL: two autocommit round trips.
+
+One event per request is how a platform usually reports. In the request's own ORM
+transaction it cost five round trips (BEGIN, the organization and its endpoints, the
+message, its deliveries, COMMIT) and SQLAlchemy's per-statement bookkeeping, more CPU
+than the HTTP request around it (benchmark scenario 6). Here it is one read, then one
+statement that writes the message and its deliveries together: both writes commit or
+neither does, and a repeated eventId writes nothing at all.
+
+Arrays, custom sends, tests and organizations with many endpoints keep the
+transactional path in ``messages`` (so does the embedded SQLite default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    Engine,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ..db import autocommit_rows
+from ..models import Delivery, Endpoint, Message, Organization
+from ..models.base import UTCDateTime
+
+_O = Organization.__table__
+_E = Endpoint.__table__
+_M = Message.__table__
+_D = Delivery.__table__
+
+# The organization (no row: it does not exist) with its active endpoints, at most ``cap``
+# rows. Endpoint columns in the order of ``messages.EndpointTarget``.
+PLAN = (
+    select(
+        _O.c.id,
+        _E.c.id,
+        _E.c.organization_id,
+        _E.c.event_types,
+        _E.c.payload_format,
+        _E.c.max_retries,
+    )
+    .select_from(
+        _O.outerjoin(
+            _E,
+            and_(
+                _E.c.organization_id == _O.c.id,
+                _E.c.deleted_at.is_(None),
+                _E.c.is_active.is_(True),
+            ),
+        )
+    )
+    .where(_O.c.id == bindparam("org"))
+    .limit(bindparam("cap"))
+)
+
+_NOW = bindparam("now", type_=UTCDateTime)
+
+_MESSAGE = (
+    insert(_M)
+    .values(
+        id=bindparam("id"),
+        organization_id=bindparam("org"),
+        event_type=bindparam("event_type"),
+        event_id=bindparam("event_id"),
+        payload=bindparam("payload"),  # JSON text, made by the caller
+        timestamp=bindparam("timestamp"),
+        custom=False,
+        test=False,
+        target_endpoint_id=None,
+        fanned_out_at=_NOW,
+        created_at=_NOW,
+    )
+    .on_conflict_do_nothing(index_elements=[_M.c.organization_id, _M.c.event_id])
+    .returning(_M.c.id)
+    .cte("message")
+)
+
+
+def _unnest(name: str, item_type: Any) -> Any:
+    return func.unnest(cast(bindparam(name), ARRAY(item_type)))
+
+
+# One delivery per target, each row joined to the message just written: when the
+# eventId was a repeat, the message CTE is empty and so is this insert.
+_DELIVERIES = (
+    insert(_D)
+    .from_select(
+        [
+            "id",
+            "message_id",
+            "endpoint_id",
+            "organization_id",
+            "event_type",
+            "max_attempts",
+            "status",
+            "attempt_count",
+            "extra_attempt_count",
+            "next_attempt_at",
+            "enqueued_at",
+            "created_at",
+            "updated_at",
+        ],
+        select(
+            _unnest("delivery_ids", String),
+            _MESSAGE.c.id,
+            _unnest("endpoint_ids", String),
+            bindparam("org"),
+            _unnest("event_types", String),
+            _unnest("max_attempts", Integer),
+            literal("pending"),
+            literal(0),
+            literal(0),
+            _NOW,
+            _NOW,
+            _NOW,
+            _NOW,
+        ).select_from(_MESSAGE),
+    )
+    .returning(_D.c.id)
+    .cte("deliveries")
+)
+
+STORE = select(_MESSAGE.c.id).add_cte(_DELIVERIES)
+
+
+def postgresql_engine(session: Session) -> Engine | None:
+    """The session's engine when it is PostgreSQL (these statements), else None."""
+    engine = session.get_bind()
+    if not isinstance(engine, Engine) or engine.dialect.name != "postgresql":
+        return None
+    return engine
+
+
+def plan(engine: Engine, *, organization_id: str, cap: int) -> list[Any]:
+    """The organization's rows: (org id, endpoint columns or Nones), at most ``cap``."""
+    return autocommit_rows(engine, PLAN, {"org": organization_id, "cap": cap})
+
+
+def store(engine: Engine, params: dict[str, Any]) -> bool:
+    """Write the message and its deliveries; False (nothing written) for a repeated eventId.
+
+    Not repeated after a dropped connection: the write may have committed, and the
+    caller's client, told 503, reports again (an eventId makes that a duplicate).
+    """
+    return bool(autocommit_rows(engine, STORE, params, repeatable=False))
