@@ -133,6 +133,8 @@ def _celery_broker_url(env: dict[str, str]) -> str | None:
             )
         if transport in ("sqla", "sqlalchemy"):
             url = _sqlalchemy_broker_url(url, scheme, rest)
+        elif transport in ("redis", "rediss"):
+            _check_redis_url("CELERY_BROKER_URL", url)
         else:
             try:
                 urlsplit(url).port  # noqa: B018 - parsing is the check
@@ -164,6 +166,64 @@ def _sqlalchemy_broker_url(url: str, scheme: str, rest: str) -> str:
     return url
 
 
+def _check_database_url(url: str) -> None:
+    """DATABASE_URL as SQLAlchemy will read it: a known dialect and driver, a numeric port."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from .logs import redact
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+        port = parsed.port
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        raise ConfigError(
+            f"DATABASE_URL is not a database URL SQLAlchemy can open ({redact(str(exc))}), "
+            f"got {redact(url)!r}"
+        ) from None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"DATABASE_URL port must be 1-65535, got {redact(url)!r}")
+
+
+def _check_redis_url(name: str, url: str) -> None:
+    """A Redis URL as redis-py will read it, with a host and a numeric database."""
+    from redis.connection import parse_url
+
+    from .logs import redact
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {redact(str(exc))}, got {redact(url)!r}") from None
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return
+    if not parts.hostname:
+        raise ConfigError(f"{name} must name a host (redis://host:6379/0), got {redact(url)!r}")
+    # redis-py silently reads a non-numeric path (redis://host/cache) as database 0.
+    database = parts.path.lstrip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        raise ConfigError(
+            f"{name} database must be a number (redis://host:6379/0), got {redact(url)!r}"
+        )
+
+
+def _check_http_url(name: str, url: str) -> None:
+    """An http(s) URL with a host and, if any, a numeric port."""
+    from .logs import redact
+
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing is the check
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}, got {redact(url)!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{name} must be an http:// or https:// URL with a host, got {redact(url)!r}"
+        )
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the settings; raise ConfigError naming the first bad variable."""
     env = dict(os.environ if environ is None else environ)
@@ -179,12 +239,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         # SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme; we ship psycopg2.
         if database_url.startswith(plain):
             database_url = "postgresql+psycopg2://" + database_url[len(plain) :]
+    from .logs import redact
+
     if not database_url.startswith(("postgresql", "sqlite")):
         raise ConfigError(
-            f"DATABASE_URL must be a postgresql:// or sqlite:// URL, got {database_url!r}"
+            f"DATABASE_URL must be a postgresql:// or sqlite:// URL, got {redact(database_url)!r}"
         )
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redis_url!r}")
+    _check_database_url(database_url)
+    if redis_url:
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redact(redis_url)!r}")
+        _check_redis_url("REDIS_URL", redis_url)
 
     broker_url = _celery_broker_url(env) or redis_url
     if not broker_url:
@@ -220,8 +285,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"WEBHOOKS_ALLOW_PRIVATE_TARGETS: {exc}") from None
 
     base_url = env.get("WEBHOOKS_PRECONFIGURED_BASE_URL", "").strip() or None
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise ConfigError("WEBHOOKS_PRECONFIGURED_BASE_URL must be an http:// or https:// URL")
+    if base_url:
+        _check_http_url("WEBHOOKS_PRECONFIGURED_BASE_URL", base_url)
 
     log_format = env.get("WEBHOOKS_LOG_FORMAT", "text").strip() or "text"
     if log_format not in ("text", "json"):

@@ -122,6 +122,62 @@ def test_a_bad_value_names_its_variable(tmp_path, name, value):
     assert name in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgresql://u:s3cret@h:notaport/db"),
+        ("DATABASE_URL", "postgresql://u:s3cret@h:99999/db"),
+        ("DATABASE_URL", "postgresqlx://u:s3cret@h/db"),
+        ("DATABASE_URL", "postgresql+nodriver://h/db"),
+        ("REDIS_URL", "redis://:s3cret@h:abc/0"),
+        ("REDIS_URL", "redis://:s3cret@h/notadb"),
+        ("REDIS_URL", "redis://"),
+        ("CELERY_BROKER_URL", "redis://h/notadb"),
+        ("CELERY_BROKER_URL", "rediss://h:6379/0;redis://:s3cret@h/cache"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "https://h:abc/x"),
+    ],
+)
+def test_a_malformed_url_names_its_variable_without_its_password(tmp_path, name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**BASE, "WEBHOOKS_DATA_DIR": str(tmp_path), name: value})
+    assert str(info.value).startswith(name)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgresql://u:pw@[::1]:5433/db?sslmode=require"),
+        ("DATABASE_URL", "postgresql:///db?host=/var/run/postgresql"),
+        ("REDIS_URL", "unix:///run/redis.sock?db=2"),
+        ("REDIS_URL", "redis://cache"),
+        ("CELERY_BROKER_URL", "redis://cache:6379/"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "https://hooks.example.com:8443/base/"),
+    ],
+)
+def test_well_formed_urls_are_accepted(tmp_path, name, value):
+    load_settings({**BASE, "WEBHOOKS_DATA_DIR": str(tmp_path), name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgresql://u@h:notaport/db"),
+        ("REDIS_URL", "redis://h/notadb"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://"),
+    ],
+)
+@pytest.mark.parametrize("code", ["import webhooks_api.wsgi", "import webhooks_worker.celery_app"])
+def test_a_malformed_url_stops_the_api_and_the_worker_at_start(name, value, code):
+    env = {**os.environ, **BASE, name: value}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
 def test_a_bad_value_stops_the_process_at_start(tmp_path):
     env = {**os.environ, **BASE, "WEBHOOKS_RETENTION_DAYS": "never"}
     result = subprocess.run(
