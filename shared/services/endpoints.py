@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -348,13 +349,21 @@ def cancel_pending_deliveries(session: Session, *, endpoint_id: str, reason: str
 
 
 def rotate_secret(session: Session, *, principal: Principal, endpoint_id: str) -> str:
-    """Replace the signing secret; the old one keeps signing for 24 hours."""
+    """Replace the signing secret; every rotated-out one keeps signing for its own 24 hours."""
     endpoint = get_endpoint_for_change(session, principal=principal, endpoint_id=endpoint_id)
+    # Locked, so that two rotations at once cannot each drop the secret the other kept.
+    session.refresh(endpoint, with_for_update=True)
+    now = utcnow()
+    expires_at = now + ROTATION_OVERLAP
+    kept = [entry for entry in previous_secrets(endpoint) if entry[1] > now]
+    kept.append((endpoint.secret_encrypted, expires_at))
+    endpoint.previous_secret_encrypted = json.dumps(
+        [{"secret": token, "expiresAt": expiry.isoformat()} for token, expiry in kept]
+    )
+    endpoint.previous_secret_expires_at = expires_at  # the last of them to expire
     secret = new_signing_secret()
-    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
-    endpoint.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
     endpoint.secret_encrypted = encrypt(secret)
-    endpoint.updated_at = utcnow()
+    endpoint.updated_at = now
     session.flush()
     return secret
 
@@ -366,14 +375,27 @@ def reveal_secret(session: Session, *, principal: Principal, endpoint_id: str) -
     return decrypt(endpoint.secret_encrypted)
 
 
+def previous_secrets(endpoint: Endpoint) -> list[tuple[str, datetime]]:
+    """The rotated-out secrets, each still encrypted, with its expiry; oldest first.
+
+    ``previous_secret_encrypted`` holds them as a JSON list of ``{secret, expiresAt}``
+    (migration 0003), each secret a Fernet token of its own; ``previous_secret_expires_at``
+    is the last expiry, so that an endpoint with no rotation under way is not parsed.
+    """
+    if not endpoint.previous_secret_encrypted:
+        return []
+    return [
+        (entry["secret"], datetime.fromisoformat(entry["expiresAt"]))
+        for entry in json.loads(endpoint.previous_secret_encrypted)
+    ]
+
+
 def signing_secrets(endpoint: Endpoint, *, now: datetime | None = None) -> list[str]:
-    """Every secret that signs right now: the current one, and the previous within 24 h."""
+    """Every secret that signs right now: the current one, and each previous within its 24 h."""
     now = now or utcnow()
     secrets = [decrypt(endpoint.secret_encrypted)]
-    if (
-        endpoint.previous_secret_encrypted
-        and endpoint.previous_secret_expires_at
-        and endpoint.previous_secret_expires_at > now
-    ):
-        secrets.append(decrypt(endpoint.previous_secret_encrypted))
+    if endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
+        secrets.extend(
+            decrypt(token) for token, expires_at in previous_secrets(endpoint) if expires_at > now
+        )
     return secrets

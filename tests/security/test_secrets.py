@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 
@@ -182,6 +183,8 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
         i=v1_root,
     )[0]
     assert fernet.decrypt(stored.secret_encrypted.encode()).decode() == secrets["v1 rotated"]
-    assert fernet.decrypt(stored.previous_secret_encrypted.encode()).decode() == secrets["v1/root"]
+    # Each rotated-out secret is a Fernet token of its own in a JSON list (migration 0003).
+    previous = [e["secret"] for e in json.loads(stored.previous_secret_encrypted)]
+    assert [fernet.decrypt(token.encode()).decode() for token in previous] == [secrets["v1/root"]]
     hashes = {r.key_hash for r in rows(engine, "SELECT key_hash FROM api_keys")}
     assert {hashlib.sha256(k.encode()).hexdigest() for k in keys.values()} <= hashes
