@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from shared.config import get_settings
 from shared.errors import DomainError
 
-from .context import error_response, strict_json_loads
+from .context import authenticate_request, error_response, strict_json_loads
 
 log = logging.getLogger("webhooks.api")
 
@@ -141,6 +141,8 @@ def create_app(config: dict | None = None) -> Flask:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
+    # Credentials first: a caller without them gets 401, not a 400 about its body (SPEC 3).
+    app.before_request(authenticate_request)
     app.before_request(_limit_and_parse_body)
     app.after_request(_commit)
     app.teardown_request(_close_session)

@@ -62,6 +62,42 @@ def require_platform() -> None:
     raise Forbidden("This route requires the platform token")
 
 
+# Every route under these prefixes takes credentials (SPEC 3); the health probe, the docs,
+# the dashboard shell and the socket live elsewhere and are left alone.
+FACE_PREFIXES = ("/v1/webhooks", "/api/webhooks", "/events/webhooks/sandboxes", "/api/internal")
+# The cross-organization routes of SPEC 6.2, which take the platform token like /api/internal.
+PLATFORM_RULES = frozenset(
+    {
+        "/api/webhooks/initialization-stats",
+        "/api/webhooks/retry-failed-initializations",
+        "/api/webhooks/update-all-endpoints",
+        "/api/webhooks/status",
+    }
+)
+
+
+def authenticate_request() -> None:
+    """Check the caller before the body is read, so 401 and 404 come before any 400 (SPEC 3).
+
+    Runs only for a route that matched (an unknown route's 404 or a wrong method's 405 comes
+    first); the view asks again and gets the same caller from ``g``.
+    """
+    rule = request.url_rule
+    # OPTIONS runs no view: Flask answers it with the route's methods alone.
+    if request.routing_exception is not None or rule is None or request.method == "OPTIONS":
+        return
+    path = request.path
+    if not any(path == prefix or path.startswith(prefix + "/") for prefix in FACE_PREFIXES):
+        return
+    if path.startswith("/api/internal/") or rule.rule in PLATFORM_RULES:
+        require_platform()
+        return
+    principal = current_principal()
+    organization_id = (request.view_args or {}).get("organizationId")
+    if organization_id is not None:
+        principal.check_organization(organization_id)
+
+
 def now_iso() -> str:
     """The current time as the faces print it."""
     return format_timestamp(datetime.now(UTC))

@@ -15,7 +15,7 @@ from ..errors import Conflict, Invalid, NotFound
 from ..models import ApiKey, Organization, OrganizationInitialization, User, new_id, utcnow
 from .auth import ROLES
 
-ORG_ID_RE = re.compile(r"^org-[a-z0-9]{15}$")
+ORG_ID_RE = re.compile(r"org-[a-z0-9]{15}")
 
 
 @dataclass
@@ -34,7 +34,8 @@ def create_organization(
     if not name or len(name) > 200:
         raise Invalid("name must be 1-200 characters")
     if organization_id is not None:
-        if not ORG_ID_RE.match(organization_id):
+        # fullmatch: `$` would let a trailing newline through.
+        if not ORG_ID_RE.fullmatch(organization_id):
             raise Invalid("id must be 'org-' followed by 15 lowercase letters or digits")
         if session.get(Organization, organization_id) is not None:
             raise Conflict(f"Organization {organization_id} already exists")

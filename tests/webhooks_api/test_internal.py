@@ -62,6 +62,16 @@ def test_organization_input_is_validated(client):
         assert set(resp.json) == {"statusCode", "error", "message"}
 
 
+def test_an_organization_id_with_a_trailing_newline_is_400(client):
+    resp = client.post(
+        "/api/internal/organizations",
+        json={"id": "org-abcdefghijklmno\n", "name": "Acme"},
+        headers=PLATFORM,
+    )
+    assert resp.status_code == 400, resp.json
+    assert resp.json["message"].startswith("id must be 'org-'")
+
+
 def test_users_get_keys_of_their_role(client, org):
     resp = client.post(
         f"/api/internal/organizations/{org.id}/users", json={"role": "member"}, headers=PLATFORM
@@ -91,6 +101,22 @@ def test_only_the_platform_token_opens_the_internal_face(client, org):
     )
     assert resp.status_code == 401
     assert _messages() == 0
+
+
+def test_the_platform_token_is_checked_before_the_body(client, org):
+    bad = [
+        ("/api/internal/organizations", {"json": {"name": "x", "plan": "pro"}}),
+        ("/api/internal/organizations", {"data": "name=x", "content_type": "text/plain"}),
+        (f"/api/internal/organizations/{org.id}/users", {"json": {"role": "owner"}}),
+        ("/api/internal/events", {"data": "[", "content_type": "application/json"}),
+    ]
+    for headers, status in (({}, 401), ({"Authorization": "Bearer no"}, 401), (org.headers, 403)):
+        for path, kwargs in bad:
+            resp = client.post(path, headers=headers, **kwargs)
+            assert resp.status_code == status, (path, headers, resp.json)
+            assert set(resp.json) == {"statusCode", "error", "message"}
+    for path, kwargs in bad:
+        assert client.post(path, headers=PLATFORM, **kwargs).status_code == 400
 
 
 def test_single_event_is_accepted_and_deduplicated_by_event_id(client, org):

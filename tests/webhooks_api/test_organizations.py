@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from shared.db import session_scope
+from shared.models import Endpoint
 from tests.conftest import JWT_SECRET, PLATFORM
 from tests.support.daytona_examples import DAYTONA_DOC_EXAMPLES
+from tests.support.outage import without_database
 from tests.support.waiting import wait_until
 
 API = "/api/webhooks"
@@ -231,6 +235,43 @@ def test_rotate_secret_signs_with_both_and_root_reads_the_current_one(
     Webhook(created["secret"]).verify(got.body, got.headers)
     Webhook(new_secret).verify(got.body, got.headers)
     assert len(got.headers["webhook-signature"].split(" ")) == 2
+
+
+def _expire_oldest_previous_secret(endpoint_id: str) -> None:
+    """Move the first rotated-out secret past its 24 hours (the others keep theirs)."""
+    with session_scope() as session:
+        endpoint = session.get(Endpoint, endpoint_id)
+        entries = json.loads(endpoint.previous_secret_encrypted)
+        entries[0]["expiresAt"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        endpoint.previous_secret_encrypted = json.dumps(entries)
+
+
+def test_two_rotations_within_a_day_sign_with_every_secret_until_each_expires(
+    client, org, receiver, worker
+):
+    created = _create(client, org, receiver.url + "/hook", [])
+    rotate = f"{BASE}/{org.id}/endpoints/{created['id']}/rotate-secret"
+    secrets = [created["secret"]]
+    for _ in range(2):
+        resp = client.post(rotate, headers=org.headers)
+        assert resp.status_code == 200, resp.json
+        secrets.append(resp.json["secret"])
+    assert len(set(secrets)) == 3
+
+    _ingest(client, _sandbox_event(org.id))
+    got = receiver.wait_for(1)[0]
+    assert len(got.headers["webhook-signature"].split(" ")) == 3
+    for secret in secrets:
+        Webhook(secret).verify(got.body, got.headers)
+
+    _expire_oldest_previous_secret(created["id"])
+    _ingest(client, _sandbox_event(org.id, sandbox_id="sbx-2"))
+    got = receiver.wait_for(2)[1]
+    assert len(got.headers["webhook-signature"].split(" ")) == 2
+    for secret in secrets[1:]:
+        Webhook(secret).verify(got.body, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secrets[0]).verify(got.body, got.headers)
 
 
 # ---- payloads of the Daytona docs ---------------------------------------------------------
@@ -706,6 +747,13 @@ def test_status_reports_every_part_healthy(client, worker):
     assert body["workers"]["ok"] is True and body["workers"]["count"] >= 1
 
 
+def test_status_without_the_database_is_503_with_retry_after():
+    (answer,) = without_database(("GET", f"{API}/status", PLATFORM, {}))
+    assert (answer.status, answer.retry_after) == (503, "5"), answer
+    assert answer.body["status"] == "degraded"
+    assert answer.body["database"] == {"ok": False, "latencyMs": None}
+
+
 # ---- credentials and permissions ----------------------------------------------------------
 
 
@@ -997,6 +1045,30 @@ def test_bad_input_is_a_clear_400_in_this_face_shape(client, org, receiver):
     assert unchanged.json["url"] == receiver.url + "/hook"
     assert client.get(f"{BASE}/{org.id}/endpoints", headers=org.headers).json["total"] == 1
     assert len(client.get(f"{BASE}/{org.id}/messages", headers=org.headers).json["items"]) == 1
+
+
+def test_credentials_and_the_organization_are_checked_before_the_body(
+    client, org, make_org, receiver
+):
+    endpoint = _create(client, org, receiver.url + "/hook", [])
+    message_id = _ingest(client, _sandbox_event(org.id))
+    other = make_org("Other")
+    requests = [
+        (method.upper(), path, {"json": body})
+        for method, path, body, _ in _bad_requests(org.id, endpoint["id"], message_id)
+    ]
+    for content_type, data in (("text/plain", "url=x"), ("application/json", "{not json")):
+        kwargs = {"data": data, "content_type": content_type}
+        requests.append(("POST", f"{BASE}/{org.id}/endpoints", kwargs))
+    wrong = []
+    for headers, status in ((other.headers, 404), ({}, 401), ({"X-API-Key": "whk_live_no"}, 401)):
+        for method, path, kwargs in requests:
+            resp = client.open(path, method=method, headers=headers, **kwargs)
+            if resp.status_code != status or set(resp.json) != {"statusCode", "error", "message"}:
+                wrong.append((status, method, path, resp.status_code, resp.json))
+    assert wrong == []
+    unchanged = client.get(f"{BASE}/{org.id}/endpoints/{endpoint['id']}", headers=org.headers)
+    assert unchanged.json["url"] == receiver.url + "/hook"
 
 
 def test_non_json_unknown_routes_and_wrong_methods_answer_in_this_face_shape(client, org):

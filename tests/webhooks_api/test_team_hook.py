@@ -386,6 +386,22 @@ def test_credentials_errors_are_401_in_the_face_shape(client, org):
     assert client.post(HOOK, json=body, headers=bearer).status_code == 201
 
 
+def test_credentials_are_checked_before_the_body(client, org):
+    bad_bodies = [
+        ("POST", {"json": {"url": "https://hooks.example.com/x", "events": ["explode"]}}),
+        ("POST", {"json": {"url": "https://hooks.example.com/x", "events": ["create"], "x": 1}}),
+        ("POST", {"data": "url=x", "content_type": "application/x-www-form-urlencoded"}),
+        ("PATCH", {"data": "{", "content_type": "application/json"}),
+        ("PATCH", {}),
+    ]
+    for headers in ({}, {"X-API-Key": "wrong-key"}, PLATFORM):
+        for method, kwargs in bad_bodies:
+            _assert_error(client.open(HOOK, method=method, headers=headers, **kwargs), 401)
+    # With the team's key, the same bodies are 400.
+    for method, kwargs in bad_bodies:
+        _assert_error(client.open(HOOK, method=method, headers=org.headers, **kwargs), 400)
+
+
 def test_unknown_routes_wrong_methods_and_large_bodies_use_the_face_shape(client, org):
     _assert_error(client.get(HOOK + "/nope", headers=org.headers), 404)
     _assert_error(client.get("/events/webhooks/other", headers=org.headers), 404)

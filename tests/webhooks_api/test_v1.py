@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from shared.db import session_scope
 from shared.models import Endpoint
 from tests.conftest import ADMIN_TOKEN, PLATFORM
+from tests.support.outage import without_database
 
 HOOK = "http://127.0.0.1:9/hook"
 
@@ -111,6 +112,40 @@ def test_credentials_are_required(client, org):
     bearer = {"Authorization": f"Bearer {org.key}"}
     assert client.get("/v1/webhooks", headers=bearer).status_code == 200
     assert ADMIN_TOKEN not in client.get("/v1/webhooks", headers=PLATFORM).get_data(as_text=True)
+
+
+# Bodies each refused with 400 once the caller is known: bad field, not JSON, broken JSON,
+# unknown field, no body on an update, a missing required field, a bad query.
+BAD_REQUESTS = [
+    ("POST", "/v1/webhooks", {"json": {"url": 5, "event_types": ["sandbox.started"]}}),
+    ("POST", "/v1/webhooks", {"data": "url=x", "content_type": "text/plain"}),
+    ("POST", "/v1/webhooks", {"data": "{", "content_type": "application/json"}),
+    ("PUT", "/v1/webhooks/{id}", {"json": {"colour": "red"}}),
+    ("PUT", "/v1/webhooks/{id}", {}),
+    ("POST", "/v1/webhooks/{id}/recover", {"json": {}}),
+    ("GET", "/v1/webhooks?limit=abc", {}),
+]
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-API-Key": "whk_live_wrong"}, PLATFORM], ids=["none", "wrong", "platform"]
+)
+def test_credentials_are_checked_before_the_body(client, org, headers):
+    endpoint_id = _create(client, org).json["data"]["endpoint_id"]
+    for method, path, kwargs in BAD_REQUESTS:
+        path = path.format(id=endpoint_id)
+        assert client.open(path, method=method, headers=org.headers, **kwargs).status_code == 400
+        resp = client.open(path, method=method, headers=headers, **kwargs)
+        assert resp.status_code == 401, (method, path, resp.json)
+        assert resp.json["success"] is False and resp.json["error"]
+
+
+def test_a_database_outage_while_authenticating_is_503_with_retry_after(org):
+    answers = without_database(
+        *[(m, p.format(id="whk-x"), org.headers, kwargs) for m, p, kwargs in BAD_REQUESTS]
+    )
+    assert [(a.status, a.retry_after) for a in answers] == [(503, "5")] * len(BAD_REQUESTS)
+    assert all(a.body["success"] is False for a in answers)
 
 
 def test_another_organizations_endpoint_is_404(client, org, make_org):

@@ -456,4 +456,8 @@ class ServiceStatus(MethodView):
             "broker": {"ok": status.broker_ok},
             "workers": {"ok": status.workers_ok, "count": status.worker_count},
         }
-        return body, 200 if status.healthy else 503
+        if status.healthy:
+            return body, 200
+        # A database outage answers 503 with Retry-After on every route (SPEC 10).
+        headers = {} if status.database_ok else {"Retry-After": "5"}
+        return body, 503, headers
