@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    ColumnElement,
     Engine,
     Integer,
+    Select,
     String,
     and_,
     bindparam,
@@ -39,30 +41,34 @@ _E = Endpoint.__table__
 _M = Message.__table__
 _D = Delivery.__table__
 
-# The organization (no row: it does not exist) with its active endpoints, at most ``cap``
-# rows. Endpoint columns in the order of ``messages.EndpointTarget``.
-PLAN = (
-    select(
-        _O.c.id,
-        _E.c.id,
-        _E.c.organization_id,
-        _E.c.event_types,
-        _E.c.payload_format,
-        _E.c.max_retries,
-    )
-    .select_from(
-        _O.outerjoin(
-            _E,
-            and_(
-                _E.c.organization_id == _O.c.id,
-                _E.c.deleted_at.is_(None),
-                _E.c.is_active.is_(True),
-            ),
-        )
-    )
-    .where(_O.c.id == bindparam("org"))
-    .limit(bindparam("cap"))
+# What a fan-out reads of an endpoint, in the order of ``messages.EndpointTarget``.
+TARGET_COLUMNS = (
+    _E.c.id,
+    _E.c.organization_id,
+    _E.c.event_types,
+    _E.c.payload_format,
+    _E.c.max_retries,
 )
+
+# An endpoint that receives new messages: not deleted, not disabled.
+RECEIVING = and_(_E.c.deleted_at.is_(None), _E.c.is_active.is_(True))
+
+
+def organizations_with_targets(organizations: ColumnElement[bool]) -> Select:
+    """The organizations ``organizations`` selects, each left-joined to its receiving endpoints.
+
+    One row per endpoint, or one row of Nones beside an organization without any; at
+    most ``cap`` rows (a bind parameter). An organization that does not exist has no row.
+    """
+    return (
+        select(_O.c.id.label("org"), *TARGET_COLUMNS)
+        .select_from(_O.outerjoin(_E, and_(_E.c.organization_id == _O.c.id, RECEIVING)))
+        .where(organizations)
+        .limit(bindparam("cap"))
+    )
+
+
+PLAN = organizations_with_targets(_O.c.id == bindparam("org"))
 
 _NOW = bindparam("now", type_=UTCDateTime)
 

@@ -165,7 +165,7 @@ def ingest_events(session: Session, *, raw_events: list[object], single: bool) -
 
 
 class EndpointTarget(NamedTuple):
-    """What a fan-out reads of an endpoint (the columns of ``_TARGET_COLUMNS``)."""
+    """What a fan-out reads of an endpoint (``ingest_statements.TARGET_COLUMNS``)."""
 
     id: str
     organization_id: str
@@ -310,16 +310,6 @@ def insert_skipping_conflicts(
     return list(connection.execute(stmt, rows[0] if len(rows) == 1 else rows).scalars())
 
 
-# The columns a fan-out reads of an endpoint.
-_TARGET_COLUMNS = (
-    Endpoint.id,
-    Endpoint.organization_id,
-    Endpoint.event_types,
-    Endpoint.payload_format,
-    Endpoint.max_retries,
-)
-
-
 @dataclass
 class _Plan:
     """What accepting a set of messages found out before writing them."""
@@ -355,20 +345,9 @@ def _plan_fan_out(session: Session, drafts: list[_Draft]) -> _Plan:
 
 @cache
 def _organizations_and_endpoints() -> Select:
-    """Organizations left-joined to their active endpoints; built once, as every ingest runs it."""
-    return (
-        select(Organization.id.label("org"), *_TARGET_COLUMNS)
-        .select_from(Organization)
-        .outerjoin(
-            Endpoint,
-            and_(
-                Endpoint.organization_id == Organization.id,
-                Endpoint.deleted_at.is_(None),
-                Endpoint.is_active.is_(True),
-            ),
-        )
-        .where(Organization.id.in_(bindparam("orgs", expanding=True)))
-        .limit(bindparam("cap"))
+    """An ingest's organizations with their receiving endpoints; built once, run by every ingest."""
+    return ingest_statements.organizations_with_targets(
+        Organization.id.in_(bindparam("orgs", expanding=True))
     )
 
 
@@ -528,10 +507,8 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
         return []
     org_ids = {m.organization_id for m in messages}
     endpoints_by_org: dict[str, list] = {org: [] for org in org_ids}
-    query = select(*_TARGET_COLUMNS).where(
-        Endpoint.organization_id.in_(org_ids),
-        Endpoint.deleted_at.is_(None),
-        Endpoint.is_active.is_(True),
+    query = select(*ingest_statements.TARGET_COLUMNS).where(
+        Endpoint.organization_id.in_(org_ids), ingest_statements.RECEIVING
     )
     for endpoint in connection.execute(query):
         endpoints_by_org[endpoint.organization_id].append(endpoint)
