@@ -52,3 +52,47 @@ def test_a_database_that_is_down_raises_sqlalchemy_s_operational_error():
             db.autocommit_rows(engine, text("SELECT 1"), {})
     finally:
         engine.dispose()
+
+
+def _executions(engine, statement) -> int:
+    """How many times this connection ran ``statement`` as its prepared statement."""
+    name = db.prepared_statement(type(engine.dialect), statement).name
+    rows = db.autocommit_rows(
+        engine,
+        text("SELECT generic_plans + custom_plans FROM pg_prepared_statements WHERE name = :n"),
+        {"n": name},
+    )
+    return rows[0][0] if rows else 0
+
+
+def test_a_hot_statement_is_prepared_once_and_then_only_executed(engine):
+    statement = text("SELECT CAST(:n AS integer) * 2")
+    results = [db.autocommit_rows(engine, statement, {"n": n}) for n in (1, 2, 3)]
+    assert results == [[(2,)], [(4,)], [(6,)]]
+    assert _executions(engine, statement) == 3
+
+
+def test_a_statement_whose_table_changed_shape_is_prepared_again(engine):
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE prepared_probe (a integer)"))
+        conn.execute(text("INSERT INTO prepared_probe VALUES (1)"))
+    try:
+        statement = text("SELECT * FROM prepared_probe")
+        assert db.autocommit_rows(engine, statement, {}) == [(1,)]
+        with engine.begin() as conn:  # a migration, from another connection
+            conn.execute(text("ALTER TABLE prepared_probe ADD COLUMN b integer DEFAULT 2"))
+        # PostgreSQL refuses the old plan ("cached plan must not change result type").
+        assert db.autocommit_rows(engine, statement, {}) == [(1, 2)]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE prepared_probe"))
+
+
+def test_a_connection_whose_prepared_statements_were_dropped_prepares_them_again(engine):
+    statement = text("SELECT 7")
+    assert db.autocommit_rows(engine, statement, {}) == [(7,)]
+    with engine.connect() as conn:  # the pool's only connection, reset behind its back
+        conn.exec_driver_sql("DEALLOCATE ALL")
+        conn.commit()
+    assert db.autocommit_rows(engine, statement, {}) == [(7,)]
+    assert _executions(engine, statement) == 1
