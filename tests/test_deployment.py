@@ -385,3 +385,78 @@ def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver
     for name in ("web.1", "worker.1", "beat.1"):
         assert f"{name} started" in output
     assert "database schema is up to date" in output  # web migrated before serving
+
+
+def test_webhooks_up_with_no_configuration_delivers_and_reports_every_part_healthy(
+    tmp_path, receiver
+):
+    # The newcomer's path: no database, no Redis, only a data directory.
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+    }
+    env["WEBHOOKS_DATA_DIR"] = str(tmp_path / "data")
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "webhooks_api.cli", "up", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    platform = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    heartbeats = tmp_path / "data" / "workers"
+    try:
+
+        def healthy():
+            assert up.poll() is None, log_path.read_text()[-3000:]
+            with contextlib.suppress(requests.RequestException):
+                status = requests.get(f"{base}/api/webhooks/status", headers=platform, timeout=5)
+                return status.status_code == 200 and status
+            return False
+
+        status = wait_until(healthy, timeout=60, interval=0.5).json()
+        assert status["status"] == "ok"
+        assert status["database"]["ok"] and status["broker"] == {"ok": True}
+        assert status["workers"] == {"ok": True, "count": 1}
+        assert len(list(heartbeats.glob("*.alive"))) == 1
+
+        org = requests.post(
+            f"{base}/api/internal/organizations", json={"name": "Acme"}, headers=platform,
+            timeout=10,
+        ).json()  # fmt: skip
+        created = requests.post(
+            f"{base}/v1/webhooks",
+            json={"url": receiver.url + "/hooks", "event_types": ["sandbox.created"]},
+            headers={"X-API-Key": org["apiKey"]},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        reported = requests.post(
+            f"{base}/api/internal/events",
+            json={
+                "event": "sandbox.created",
+                "organizationId": org["organization"]["id"],
+                "id": "sbx-1",
+                "state": "started",
+            },
+            headers=platform,
+            timeout=10,
+        )
+        assert reported.status_code == 202, reported.text
+        assert receiver.wait_for(1, timeout=30)[0].json()["type"] == "sandbox.created"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(timeout=10)
+    # A worker that stopped is no longer counted.
+    assert list(heartbeats.glob("*.alive")) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from celery import Celery, signals
 
@@ -10,7 +11,7 @@ from shared import db, queue
 from shared.config import get_settings
 from shared.services.deliveries import MAX_BROKER_COUNTDOWN
 
-from . import broker, observability  # noqa: F401  (logging setup, log context, metrics counters)
+from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .routing import TASK_QUEUES, route_task
 
 log = logging.getLogger("webhooks.worker")
@@ -173,3 +174,26 @@ def _warn_if_the_broker_may_evict(**_kwargs) -> None:
     warning = broker_eviction_warning(get_settings().broker_url)
     if warning:
         log.warning(warning)
+
+
+_heartbeat: presence.Heartbeat | None = None
+
+
+@signals.worker_ready.connect
+def _announce_presence(sender=None, **_kwargs) -> None:
+    # Only where a control ping cannot find the worker (webhooks_worker.presence).
+    global _heartbeat
+    settings = get_settings()
+    if presence.broadcasts(settings.broker_url) or _heartbeat is not None:
+        return
+    name = f"{getattr(sender, 'hostname', None) or 'worker'}.{os.getpid()}"
+    _heartbeat = presence.Heartbeat(presence.presence_dir(settings.data_dir), name)
+    _heartbeat.start()
+
+
+@signals.worker_shutdown.connect
+def _withdraw_presence(**_kwargs) -> None:
+    global _heartbeat
+    if _heartbeat is not None:
+        _heartbeat.stop()
+        _heartbeat = None

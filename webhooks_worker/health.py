@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from shared.config import get_settings
+
+from . import presence
 from .celery_app import app
 
 log = logging.getLogger("webhooks.health")
@@ -27,7 +30,14 @@ def broker_ok(timeout: float = 2.0) -> bool:
 
 
 def worker_count(timeout: float = PING_TIMEOUT) -> int:
-    """How many workers answer a control ping within ``timeout`` seconds."""
+    """How many workers answer a control ping within ``timeout`` seconds.
+
+    On a broker without broadcasts (the embedded default): how many keep their heartbeat
+    file fresh (webhooks_worker.presence).
+    """
+    settings = get_settings()
+    if not presence.broadcasts(settings.broker_url):
+        return presence.count_present(presence.presence_dir(settings.data_dir))
     try:
         replies = app.control.ping(timeout=timeout) or []
     except Exception as exc:  # noqa: BLE001 - no broker, or a transport without broadcast
