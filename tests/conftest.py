@@ -55,7 +55,7 @@ from tests.support.receiver import Receiver  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = (
-    "attempts, deliveries, messages, endpoints, api_keys, users, applications, "
+    "manual_requests, attempts, deliveries, messages, endpoints, api_keys, users, applications, "
     "organization_initializations, organizations"
 )
 

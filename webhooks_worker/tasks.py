@@ -65,7 +65,8 @@ def deliver(delivery_id: str, try_number: int) -> str:
 def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = "manual") -> str:
     """Make one manual (or test) attempt with a pre-assigned attempt id.
 
-    Run twice, the attempt id is already recorded and the second run does nothing.
+    Run twice, the second run finds the attempt recorded or its request held by the first,
+    and posts nothing (unless the first died and its hold lapsed).
     """
     outcome = deliveries.run_manual_attempt(
         get_sessionmaker(),

@@ -2,7 +2,7 @@
 
 from .base import Base, new_id, utcnow
 from .endpoints import Endpoint
-from .messages import Attempt, Delivery, Message
+from .messages import Attempt, Delivery, ManualRequest, Message
 from .organizations import (
     ApiKey,
     Application,
@@ -18,6 +18,7 @@ __all__ = [
     "Base",
     "Delivery",
     "Endpoint",
+    "ManualRequest",
     "Message",
     "Organization",
     "OrganizationInitialization",

@@ -129,3 +129,28 @@ class Attempt(Base):
         Index("ix_attempts_message_created", "message_id", "created_at"),
         Index("ix_attempts_created", "created_at"),
     )
+
+
+class ManualRequest(Base):
+    """A manual attempt asked for (a resend, a recover) and not made yet.
+
+    The broker only carries the task; this row is what survives an emptied Redis, so
+    beat's sweep can hand the task to the broker again. The attempt's record deletes it.
+    """
+
+    __tablename__ = "manual_requests"
+
+    # The attempt id the request was given: its attempt row will carry it.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    trigger: Mapped[str] = mapped_column(String(16))
+    # A worker making the attempt holds it until then (the endpoint's timeout and a margin).
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When a task for it was last handed to the broker.
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_manual_requests_enqueued", "enqueued_at"),
+        Index("ix_manual_requests_delivery", "delivery_id"),
+    )

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +22,7 @@ from .. import logs, metrics, payloads
 from ..config import Settings, get_settings
 from ..errors import Conflict, Invalid
 from ..http import AttemptResult, DeliveryClient
-from ..models import Attempt, Delivery, Endpoint, Message, new_id, utcnow
+from ..models import Attempt, Delivery, Endpoint, ManualRequest, Message, new_id, utcnow
 from ..queue import enqueue, enqueue_after_commit
 from ..signing import webhook_headers
 from . import try_statements
@@ -621,21 +621,30 @@ def run_manual_attempt(
     attempt_id: str,
     trigger: str = "manual",
 ) -> Outcome:
-    """Make one manual attempt; its pre-assigned id makes a re-run record nothing twice."""
+    """Make one manual attempt; its pre-assigned id makes a re-run record nothing twice.
+
+    Run twice, the second run finds the attempt recorded, or its request held by the
+    first (and posts nothing), or the request's lease lapsed (the first run died) and
+    makes the attempt itself.
+    """
     with factory() as session:
         if session.get(Attempt, attempt_id) is not None:
+            _forget_request(session, attempt_id)
             return Outcome(delivery_id, skipped="recorded")
         row = _load(session, delivery_id)
         if row is None:
             return Outcome(delivery_id, skipped="gone")
         delivery, endpoint, message = row
         if endpoint.deleted_at is not None:
+            _forget_request(session, attempt_id)
             return Outcome(delivery_id, skipped="cancelled")
         body, headers = _build_request(endpoint, message, delivery)
         url = endpoint.url
         timeout = float(endpoint.timeout_seconds)
         endpoint_id, failing_since = endpoint.id, endpoint.failing_since
         endpoint_scope, endpoint_owner = endpoint.scope, endpoint.user_id
+        if not _hold_request(session, attempt_id, timeout=endpoint.timeout_seconds):
+            return Outcome(delivery_id, skipped="leased")
 
     result = client.post(url, body, headers, timeout=timeout)
 
@@ -656,6 +665,7 @@ def run_manual_attempt(
             now=now,
         )
         session.add(attempt)
+        session.execute(delete(ManualRequest).where(ManualRequest.id == attempt_id))
         delivery.extra_attempt_count += 1
         delivery.last_attempt_at = now
         delivery.updated_at = now
@@ -706,6 +716,35 @@ def run_manual_attempt(
         )
 
 
+# A manual attempt's hold on its request outlasts the endpoint's timeout by this much: the
+# HTTP client's total deadline ends the post first, so only a dead worker lets it lapse.
+MANUAL_LEASE_MARGIN = timedelta(seconds=60)
+
+
+def _hold_request(session: Session, attempt_id: str, *, timeout: int) -> bool:
+    """Take the request's lease for this run (committed); False when another run holds it.
+
+    A task with no request row (queued by a version before requests were rows) runs.
+    """
+    now = utcnow()
+    held = session.execute(
+        update(ManualRequest)
+        .where(
+            ManualRequest.id == attempt_id,
+            or_(ManualRequest.lease_until.is_(None), ManualRequest.lease_until <= now),
+        )
+        .values(lease_until=now + timedelta(seconds=timeout) + MANUAL_LEASE_MARGIN)
+    ).rowcount
+    session.commit()
+    return bool(held) or session.get(ManualRequest, attempt_id) is None
+
+
+def _forget_request(session: Session, attempt_id: str) -> None:
+    """Drop a request that has nothing left to do (made already, or its endpoint is gone)."""
+    session.execute(delete(ManualRequest).where(ManualRequest.id == attempt_id))
+    session.commit()
+
+
 def request_resend(
     session: Session,
     *,
@@ -750,7 +789,7 @@ def request_resend(
         )
         session.add(delivery)
         session.flush()
-    enqueue_after_commit(session, MANUAL_TASK, delivery.id, new_id("atm"), "manual")
+    request_manual_attempt(session, delivery_id=delivery.id)
     return delivery
 
 
@@ -782,8 +821,24 @@ def recover_failed(
         )
     )
     for delivery_id in ids:
-        enqueue_after_commit(session, MANUAL_TASK, delivery_id, new_id("atm"), "manual")
+        request_manual_attempt(session, delivery_id=delivery_id)
     return len(ids)
+
+
+def request_manual_attempt(session: Session, *, delivery_id: str, trigger: str = "manual") -> str:
+    """Ask for one manual attempt of a delivery: a row first, then its task after the commit.
+
+    The row outlives the broker: beat's sweep hands a request not made in time to the
+    broker again (``sweep_due``). Returns the id the attempt will carry.
+    """
+    now = utcnow()
+    request = ManualRequest(
+        id=new_id("atm"), delivery_id=delivery_id, trigger=trigger, enqueued_at=now, created_at=now
+    )
+    session.add(request)
+    session.flush()
+    enqueue_after_commit(session, MANUAL_TASK, delivery_id, request.id, trigger)
+    return request.id
 
 
 # ---- beat's sweep --------------------------------------------------------------------------
@@ -811,7 +866,7 @@ def sweep_due(session: Session, *, backlog: int = 0) -> dict[str, int]:
     the second one a no-op.
     """
     now = utcnow()
-    counts = {"deliveries": 0, "fanouts": 0}
+    counts = {"deliveries": 0, "fanouts": 0, "manual": 0}
     congested = backlog >= BACKLOG_LIMIT
     lease_free = or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now)
     never_enqueued = and_(
@@ -846,6 +901,7 @@ def sweep_due(session: Session, *, backlog: int = 0) -> dict[str, int]:
 
     if congested:
         return counts
+    counts["manual"] = _sweep_manual_requests(session, now)
     owed = list(
         session.scalars(
             select(Message.id)
@@ -858,6 +914,31 @@ def sweep_due(session: Session, *, backlog: int = 0) -> dict[str, int]:
         enqueue_after_commit(session, "webhooks.fanout", owed[start : start + 100])
     counts["fanouts"] = len(owed)
     return counts
+
+
+def _sweep_manual_requests(session: Session, now: datetime) -> int:
+    """Hand manual requests not made in time, and held by no live worker, to the broker again."""
+    query = (
+        select(ManualRequest.id, ManualRequest.delivery_id, ManualRequest.trigger)
+        .where(
+            ManualRequest.enqueued_at <= now - REENQUEUE_EVERY,
+            or_(ManualRequest.lease_until.is_(None), ManualRequest.lease_until <= now),
+        )
+        .order_by(ManualRequest.enqueued_at)
+        .limit(SWEEP_BATCH)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = session.execute(query).all()
+    if rows:
+        session.execute(
+            update(ManualRequest)
+            .where(ManualRequest.id.in_([r.id for r in rows]))
+            .values(enqueued_at=now)
+        )
+    for request_id, delivery_id, trigger in rows:
+        enqueue_after_commit(session, MANUAL_TASK, delivery_id, request_id, trigger)
+    return len(rows)
 
 
 def auto_disable_failing(session: Session) -> list[str]:

@@ -11,7 +11,7 @@ from shared import queue
 from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
-from shared.models import Attempt, Delivery, Endpoint, new_id, utcnow
+from shared.models import Attempt, Delivery, Endpoint, ManualRequest, new_id, utcnow
 from shared.services import deliveries, messages
 from tests.conftest import PLATFORM
 from tests.support.unqueued import accept_without_broker
@@ -206,7 +206,7 @@ def test_sweep_leaves_overdue_tries_alone_while_the_broker_is_backlogged(client,
         with session_scope() as session:
             # Behind a long queue the try is most likely waiting, not lost.
             counts = deliveries.sweep_due(session, backlog=deliveries.BACKLOG_LIMIT)
-        assert counts == {"deliveries": 0, "fanouts": 0}
+        assert counts == {"deliveries": 0, "fanouts": 0, "manual": 0}
         with session_scope() as session:
             assert deliveries.sweep_due(session, backlog=3)["deliveries"] == 1
     finally:
@@ -375,3 +375,102 @@ def test_a_repeated_single_event_writes_no_second_message_or_delivery(client, or
     assert resp.json["messages"] == [{"id": first, "eventId": "once", "duplicate": True}]
     with session_scope() as session:
         assert session.scalars(select(Delivery.message_id)).all() == [first]
+
+
+def _resend_without_broker(client, org, message_id: str, endpoint_id: str) -> str:
+    """Ask for a manual resend whose task never reaches the broker; the delivery id."""
+    sender = queue._sender
+    queue.configure(None)
+    try:
+        resp = client.post(
+            f"/api/webhooks/organizations/{org.id}/messages/{message_id}"
+            f"/endpoints/{endpoint_id}/resend",
+            headers=org.headers,
+        )
+    finally:
+        queue.configure(sender)
+    assert resp.status_code == 202, resp.json
+    return resp.json["deliveryId"]
+
+
+def _requests(delivery_id: str) -> list[ManualRequest]:
+    with session_scope() as session:
+        return list(
+            session.scalars(select(ManualRequest).where(ManualRequest.delivery_id == delivery_id))
+        )
+
+
+def test_a_resend_whose_task_the_broker_lost_is_sent_again_by_the_sweep(
+    client, org, receiver, worker
+):
+    _endpoint(client, org, receiver.url + "/subscribed")
+    message_id = _message_of(accept_without_broker(org.id))
+    # An endpoint the message did not go to: the resend creates its delivery, pending.
+    other = _endpoint(client, org, receiver.url + "/other", event_types=["sandbox.created"])
+    delivery_id = _resend_without_broker(client, org, message_id, other)
+    (request,) = _requests(delivery_id)
+    with session_scope() as session:
+        assert deliveries.sweep_due(session)["manual"] == 0  # it may still be on its way
+        then = utcnow() - deliveries.REENQUEUE_EVERY - timedelta(seconds=1)
+        session.execute(
+            update(ManualRequest).where(ManualRequest.id == request.id).values(enqueued_at=then)
+        )
+    with session_scope() as session:
+        assert deliveries.sweep_due(session)["manual"] == 1
+
+    (got,) = receiver.wait_for(1)
+    assert got.path == "/other"
+    wait_until(lambda: _delivery(delivery_id).status == "delivered")
+    with session_scope() as session:
+        (attempt,) = session.scalars(select(Attempt).where(Attempt.delivery_id == delivery_id))
+    assert (attempt.id, attempt.trigger) == (request.id, "manual")
+    assert _requests(delivery_id) == []
+    with session_scope() as session:  # nothing left for a later sweep
+        session.execute(update(ManualRequest).values(enqueued_at=then))
+        assert deliveries.sweep_due(session)["manual"] == 0
+
+
+def test_a_manual_attempt_run_three_times_at_once_posts_once(client, org, receiver):
+    receiver.reply(200, delay=0.5)
+    endpoint_id = _endpoint(client, org, receiver.url)
+    delivery_id = accept_without_broker(org.id)
+    _resend_without_broker(client, org, _message_of(delivery_id), endpoint_id)
+    (request,) = _requests(delivery_id)
+    factory, http = get_sessionmaker(), _client()
+    results = []
+
+    def run() -> None:
+        results.append(
+            deliveries.run_manual_attempt(
+                factory, http, delivery_id=delivery_id, attempt_id=request.id
+            )
+        )
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.skipped or "ran" for r in results) == ["leased", "leased", "ran"]
+    assert len(receiver.requests) == 1
+    assert _attempt_count(delivery_id) == 1
+    assert _requests(delivery_id) == []
+    # Run again later (the sweep's duplicate): recorded already, nothing posted.
+    again = deliveries.run_manual_attempt(
+        factory, http, delivery_id=delivery_id, attempt_id=request.id
+    )
+    assert again.skipped == "recorded" and len(receiver.requests) == 1
+
+
+def test_a_manual_request_for_a_deleted_endpoint_is_dropped(client, org, receiver):
+    endpoint_id = _endpoint(client, org, receiver.url)
+    delivery_id = accept_without_broker(org.id)
+    _resend_without_broker(client, org, _message_of(delivery_id), endpoint_id)
+    (request,) = _requests(delivery_id)
+    assert client.delete(f"/v1/webhooks/{endpoint_id}", headers=org.headers).status_code == 200
+    outcome = deliveries.run_manual_attempt(
+        get_sessionmaker(), _client(), delivery_id=delivery_id, attempt_id=request.id
+    )
+    assert outcome.skipped == "cancelled"
+    assert receiver.requests == []
+    assert _requests(delivery_id) == []
