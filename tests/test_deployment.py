@@ -304,6 +304,20 @@ def private_redis(tmp_path):
     proc.wait(timeout=10)
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop a process started in a session of its own, with everything it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything a process left behind
+
+
 def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver):
     port = _free_port()
     env = {**os.environ, "REDIS_URL": private_redis, "PORT": str(port)}
@@ -371,16 +385,7 @@ def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver
         # Beat sends its first sweep ten seconds after it starts.
         wait_until(lambda: b"Sending due task sweep-due-deliveries" in log_path.read_bytes(), 30)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(honcho.pid, signal.SIGTERM)
-        try:
-            honcho.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(honcho.pid, signal.SIGKILL)
-            honcho.wait(timeout=10)
-        time.sleep(0.5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(honcho.pid, signal.SIGKILL)  # anything a process left behind
+        _stop_group(honcho)
     output = log_path.read_text()
     for name in ("web.1", "worker.1", "beat.1"):
         assert f"{name} started" in output
@@ -451,12 +456,6 @@ def test_webhooks_up_with_no_configuration_delivers_and_reports_every_part_healt
         assert reported.status_code == 202, reported.text
         assert receiver.wait_for(1, timeout=30)[0].json()["type"] == "sandbox.created"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(up.pid, signal.SIGTERM)
-        try:
-            up.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait(timeout=10)
+        _stop_group(up)
     # A worker that stopped is no longer counted.
     assert list(heartbeats.glob("*.alive")) == []

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
 
-from sqlalchemy import Engine, and_, delete, or_, select, update
+from sqlalchemy import Engine, Select, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -887,13 +887,7 @@ def sweep_due(session: Session, *, backlog: int = 0) -> dict[str, int]:
         .order_by(Delivery.next_attempt_at)
         .limit(SWEEP_BATCH)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = session.execute(query).all()
-    if rows:
-        session.execute(
-            update(Delivery).where(Delivery.id.in_([r.id for r in rows])).values(enqueued_at=now)
-        )
+    rows = _take_for_enqueue(session, query, Delivery, now)
     for delivery_id, attempt_count, due in rows:
         eta = due if due and due > now else None
         enqueue_after_commit(session, DELIVER_TASK, delivery_id, attempt_count + 1, eta=eta)
@@ -916,6 +910,22 @@ def sweep_due(session: Session, *, backlog: int = 0) -> dict[str, int]:
     return counts
 
 
+def _take_for_enqueue(session: Session, query: Select, model: type, now: datetime) -> list:
+    """The rows ``query`` selects (ids first), marked as handed to the broker ``now``.
+
+    On PostgreSQL rows another sweep holds are skipped, so two beats by mistake split
+    the work instead of both taking it.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = session.execute(query).all()
+    if rows:
+        session.execute(
+            update(model).where(model.id.in_([r.id for r in rows])).values(enqueued_at=now)
+        )
+    return rows
+
+
 def _sweep_manual_requests(session: Session, now: datetime) -> int:
     """Hand manual requests not made in time, and held by no live worker, to the broker again."""
     query = (
@@ -927,15 +937,7 @@ def _sweep_manual_requests(session: Session, now: datetime) -> int:
         .order_by(ManualRequest.enqueued_at)
         .limit(SWEEP_BATCH)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = session.execute(query).all()
-    if rows:
-        session.execute(
-            update(ManualRequest)
-            .where(ManualRequest.id.in_([r.id for r in rows]))
-            .values(enqueued_at=now)
-        )
+    rows = _take_for_enqueue(session, query, ManualRequest, now)
     for request_id, delivery_id, trigger in rows:
         enqueue_after_commit(session, MANUAL_TASK, delivery_id, request_id, trigger)
     return len(rows)

@@ -223,18 +223,8 @@ def test_a_resend_that_creates_a_delivery_is_pending_until_its_attempt_fails(cli
     message_id = _message_of(accept_without_broker(org.id))
     unsubscribed = _endpoint(client, org, receiver.url + "/other", event_types=["sandbox.created"])
     receiver.reply(500)
-    sender = queue._sender
-    queue.configure(None)  # the manual task is run below, by hand
-    try:
-        resp = client.post(
-            f"/api/webhooks/organizations/{org.id}/messages/{message_id}"
-            f"/endpoints/{unsubscribed}/resend",
-            headers=org.headers,
-        )
-    finally:
-        queue.configure(sender)
-    assert resp.status_code == 202, resp.json
-    delivery_id = resp.json["deliveryId"]
+    # The manual task is run below, by hand.
+    delivery_id = _resend_without_broker(client, org, message_id, unsubscribed)
     before = _delivery(delivery_id)
     assert (before.status, before.attempt_count, before.next_attempt_at) == ("pending", 0, None)
     assert before.max_attempts == 4  # max_retries 3 + 1, as every delivery
