@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
@@ -212,7 +212,22 @@ def _limit_and_parse_body() -> Response | None:
         g.json_body = None
         request.max_content_length = settings.max_payload_bytes
         raise RequestEntityTooLarge()
+    if g.json_body != {} and request.path not in BATCH_PATHS and not _reads_a_body():
+        # A route that takes no body (rotate, resend, delete, a hook's test...): whatever
+        # is sent is unknown fields, which SPEC 10 refuses; an empty object is no body.
+        body, g.json_body = g.json_body, None
+        if isinstance(body, dict):
+            return error_response(400, f"Unknown field: {next(iter(body))}")
+        return error_response(400, "This route takes no request body")
     return None
+
+
+def _reads_a_body() -> bool:
+    """Whether the matched view declares a JSON body schema (flask-smorest's arguments)."""
+    view = current_app.view_functions.get(request.url_rule.endpoint)
+    handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
+    declared = getattr(handler, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+    return any(parameter.get("location", "json") == "json" for parameter in declared)
 
 
 def _more_body_left() -> bool:

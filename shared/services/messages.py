@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import NamedTuple
 
@@ -523,6 +523,17 @@ def _encode_cursor(message: Message) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _ceil_ms(moment: datetime) -> datetime | None:
+    """The first whole millisecond at or after ``moment``; None past the calendar's end."""
+    floor = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    if floor == moment:
+        return floor
+    try:
+        return floor + timedelta(milliseconds=1)
+    except OverflowError:
+        return None
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
@@ -530,8 +541,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         message_id = str(message_id)
         if "\x00" in message_id:
             raise ValueError("NUL in cursor")
-        return datetime.fromisoformat(created), message_id
-    except (ValueError, TypeError):
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("cursor time without a zone")  # the service writes UTC ones
+        # A forged offset can move the moment past the calendar (year 0 in UTC).
+        return moment.astimezone(UTC), message_id
+    except (ValueError, TypeError, OverflowError):
         raise Invalid("cursor is not valid") from None
 
 
@@ -555,10 +570,15 @@ def list_messages(
     query = select(Message).where(Message.organization_id == organization_id)
     if event_type:
         query = query.where(Message.event_type == event_type)
+    # On the timestamp a message shows (SPEC 4.1), stored as that very ISO 8601 text, whose
+    # fixed width makes text order time order: after=<a listed message's timestamp> leaves
+    # that message out, and a past timestamp the platform gave is found where it belongs.
     if before:
-        query = query.where(Message.created_at < before)
+        bound = _ceil_ms(before)  # None past the calendar's end: every message is before it
+        if bound is not None:
+            query = query.where(Message.timestamp < payloads.format_timestamp(bound))
     if after:
-        query = query.where(Message.created_at > after)
+        query = query.where(Message.timestamp > payloads.format_timestamp(after))
     delivery_cond = []
     if endpoint_id:
         get_endpoint(session, principal=principal, endpoint_id=endpoint_id)

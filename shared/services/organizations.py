@@ -56,7 +56,11 @@ def create_user(session: Session, *, organization_id: str, role: str) -> NewUser
     """Add a user with a fresh API key to an organization."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}")
-    if session.get(Organization, organization_id) is None:
+    # An id of another shape names no organization (and a NUL could not even be sent).
+    if (
+        not ORG_ID_RE.fullmatch(organization_id)
+        or session.get(Organization, organization_id) is None
+    ):
         raise NotFound(f"Organization {organization_id} not found")
     user = User(id=new_id("usr"), organization_id=organization_id, role=role)
     session.add(user)

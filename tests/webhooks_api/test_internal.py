@@ -90,6 +90,14 @@ def test_users_get_keys_of_their_role(client, org):
         headers=PLATFORM,
     )
     assert missing.status_code == 404
+    for unlike_an_id in (f"{org.id}%00", f"{org.id}x", "org-ABC"):
+        strange = client.post(
+            f"/api/internal/organizations/{unlike_an_id}/users",
+            json={"role": "admin"},
+            headers=PLATFORM,
+        )
+        assert strange.status_code == 404, (unlike_an_id, strange.json)
+        assert set(strange.json) == {"statusCode", "error", "message"}
 
 
 def test_only_the_platform_token_opens_the_internal_face(client, org):

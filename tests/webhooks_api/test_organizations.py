@@ -509,6 +509,7 @@ def test_messages_filter_and_page_with_a_cursor(client, org, make_receiver, work
             ids.append(_ingest(client, _sandbox_event(org.id, f"sbx-{index}")))
         else:
             event = {**DOC_EXAMPLES[2], "organizationId": org.id, "id": f"snap-{index}"}
+            del event["timestamp"]  # stamped when reported, as the sandbox events are
             ids.append(_ingest(client, event))
         time.sleep(0.005)
     newest_first = list(reversed(ids))
@@ -1091,3 +1092,78 @@ def test_non_json_unknown_routes_and_wrong_methods_answer_in_this_face_shape(cli
     for weird in ("whk-%00", "%ff%fe", "x" * 300):
         _assert_error(client.get(f"{BASE}/{org.id}/endpoints/{weird}", headers=org.headers), 404)
         _assert_error(client.get(f"{BASE}/{org.id}/messages/{weird}", headers=org.headers), 404)
+
+
+def test_a_jwt_naming_a_user_id_no_user_can_have_is_401(client, org):
+    # Signed with the right secret, but its subject holds a NUL, which no id can.
+    headers = _token(org.user_id + "\x00", org.id)
+    _assert_error(client.get(f"{BASE}/{org.id}/endpoints", headers=headers), 401)
+
+
+def test_options_needs_credentials_like_every_other_method(client, org):
+    _assert_error(client.options(f"{BASE}/{org.id}/endpoints"), 401)
+    allowed = client.options(f"{BASE}/{org.id}/endpoints", headers=org.headers)
+    assert allowed.status_code == 200
+    assert {"GET", "POST"} <= set(allowed.headers["Allow"].split(", "))
+    v1 = client.options("/v1/webhooks")
+    assert v1.status_code == 401 and v1.json["success"] is False
+    hook = client.options("/events/webhooks/sandboxes")
+    assert hook.status_code == 401 and set(hook.json) == {"code", "message"}
+
+
+def _report(client, org_id: str, event_id: str, **fields) -> str:
+    event = {**_sandbox_event(org_id, event_id), **fields}
+    resp = client.post("/api/internal/events", json=event, headers=PLATFORM)
+    assert resp.status_code == 202, resp.json
+    return resp.json["messages"][0]["id"]
+
+
+def test_messages_before_and_after_compare_the_timestamp_shown_and_exclude_it(client, org):
+    old = _report(client, org.id, "sbx-old", timestamp="2024-01-01T00:00:00.000Z")
+    first = _report(client, org.id, "sbx-1")
+    time.sleep(0.005)
+    second = _report(client, org.id, "sbx-2")
+
+    def ids(**query) -> list[str]:
+        resp = client.get(f"{BASE}/{org.id}/messages", query_string=query, headers=org.headers)
+        assert resp.status_code == 200, resp.json
+        return [m["id"] for m in resp.json["items"]]
+
+    # A past timestamp the platform gave is where it says, though it was reported last-but-two.
+    assert ids(before="2025-01-01T00:00:00Z") == [old]
+    assert old not in ids(after="2025-01-01T00:00:00Z")
+    shown = {m["id"]: m["timestamp"] for m in client.get(
+        f"{BASE}/{org.id}/messages", headers=org.headers
+    ).json["items"]}  # fmt: skip
+    # Exclusive at the millisecond shown: after= a message's own timestamp leaves it out.
+    assert first not in ids(after=shown[first])
+    assert second in ids(after=shown[first])
+    assert ids(before=shown[old]) == []
+    assert ids(after="9999-12-31T23:59:59.999Z") == []
+    assert set(ids(before="9999-12-31T23:59:59.9999Z")) == {old, first, second}
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-01-01T00:00:00"],
+    ids=["before-year-1", "after-year-9999", "no-zone"],
+)
+def test_a_forged_cursor_is_400(client, org, moment):
+    import base64
+
+    cursor = base64.urlsafe_b64encode(json.dumps([moment, "evt-a"]).encode()).decode()
+    resp = client.get(
+        f"{BASE}/{org.id}/messages", query_string={"cursor": cursor.rstrip("=")},
+        headers=org.headers,
+    )  # fmt: skip
+    _assert_error(resp, 400)
+    assert "cursor" in resp.json["message"]
+
+
+def test_resend_refuses_fields_it_does_not_take(client, org, receiver):
+    endpoint = _create(client, org, receiver.url, [])
+    message_id = _report(client, org.id, "sbx-1")
+    path = f"{BASE}/{org.id}/messages/{message_id}/endpoints/{endpoint['id']}/resend"
+    resp = client.post(path, json={"trigger": "test"}, headers=org.headers)
+    _assert_error(resp, 400)
+    assert resp.json["message"] == "Unknown field: trigger"

@@ -498,3 +498,13 @@ def test_racing_registrations_leave_one_hook_and_a_conflict(org):
     with factory() as session:
         hook = team_hooks.get(session, principal=root)
         assert hook.url == "https://hooks.example.com/a"
+
+
+def test_routes_without_a_body_refuse_fields_sent_to_them(client, org, receiver):
+    _register(client, org, receiver.url + "/hook")
+    message = _assert_error(client.delete(HOOK, json={"force": True}, headers=org.headers), 400)
+    assert "force" in message
+    assert client.get(HOOK, headers=org.headers).status_code == 200  # still there
+    _assert_error(client.post(HOOK + "/test", json=[1], headers=org.headers), 400)
+    # An empty object is no body at all.
+    assert client.delete(HOOK, json={}, headers=org.headers).status_code == 200

@@ -359,3 +359,13 @@ def test_oversized_body_is_413(client, org):
     resp = client.post("/v1/webhooks", json=big, headers=org.headers)
     assert resp.status_code == 413 and resp.json["success"] is False
     assert _endpoint_count() == 0
+
+
+def test_rotate_secret_refuses_fields_it_does_not_take(client, org):
+    endpoint_id = _create(client, org).json["data"]["endpoint_id"]
+    path = f"/v1/webhooks/{endpoint_id}/rotate-secret"
+    refused = client.post(path, json={"secret": "whsec_mine"}, headers=org.headers)
+    assert refused.status_code == 400
+    assert refused.json["success"] is False and refused.json["error"] == "Unknown field: secret"
+    assert client.post(path, json={}, headers=org.headers).status_code == 200
+    assert client.post(path, headers=org.headers).status_code == 200
