@@ -100,7 +100,17 @@ def split_commands(command: str | list[str]) -> list[list[str]]:
         else:
             current.append(token)
     commands.append(current)
-    return [c[1:] if c[:1] == ["exec"] else c for c in commands]
+    return [_without_wrappers(c) for c in commands]
+
+
+def _without_wrappers(argv: list[str]) -> list[str]:
+    """The program a command runs, past `exec` and `nice [-n N]`."""
+    if argv[:1] == ["exec"]:
+        return _without_wrappers(argv[1:])
+    if argv[:1] == ["nice"]:
+        rest = argv[1:]
+        return _without_wrappers(rest[2:] if rest[:1] == ["-n"] else rest)
+    return argv
 
 
 def check_program(argv: list[str]) -> str:

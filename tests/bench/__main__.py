@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     parser.add_argument(
         "--concurrency", type=int, default=64, help="threads per worker process (Procfile: 64)"
     )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="run the workers under `nice -n N`, as the Procfile does (api, database, receiver: 0)",
+    )
     parser.add_argument("--api-workers", type=int, default=1, help="gunicorn worker processes")
     parser.add_argument("--api-threads", type=int, default=100, help="gunicorn threads per worker")
     parser.add_argument("--loglevel", default="INFO", help="worker and beat log level")
@@ -88,6 +94,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         scale=args.scale,
         workers=args.workers,
         concurrency=args.concurrency,
+        worker_nice=args.worker_nice,
         api_workers=args.api_workers,
         api_threads=args.api_threads,
         loglevel=args.loglevel,
@@ -190,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         out("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
         out(
             f"config: scale {config.scale}, {config.workers} worker process(es) x "
-            f"{config.concurrency} threads, api gunicorn gthread {config.api_workers} x "
+            f"{config.concurrency} threads at nice {config.worker_nice}, api gunicorn gthread "
+            f"{config.api_workers} x "
             f"{config.api_threads}, loglevel {config.loglevel}, retry schedule "
             f"{config.retry_schedule}, redis {config.redis_url}, baseline prefork x "
             f"{config.baseline_concurrency}; product source digest {results['source_digest']}"

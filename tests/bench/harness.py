@@ -37,6 +37,7 @@ class BenchConfig:
     scale: float = 1.0
     workers: int = 1
     concurrency: int = 64
+    worker_nice: int = 10
     api_workers: int = 1
     api_threads: int = 100
     loglevel: str = "INFO"
@@ -534,7 +535,11 @@ class Stack:
 
     def start_workers(self) -> None:
         for i, name in enumerate(self.worker_names()):
+            niceness = (
+                ["nice", "-n", str(self.config.worker_nice)] if self.config.worker_nice else []
+            )
             argv = [
+                *niceness,
                 sys.executable,
                 "-m",
                 "celery",
