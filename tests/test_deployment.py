@@ -206,6 +206,8 @@ def test_compose_has_the_whole_stack_with_health_checks():
             "redis": {"condition": "service_healthy"},
         }
     assert "noeviction" in services["redis"]["command"]
+    # Deliveries yield the CPU to the api's ingest, as the Procfile's nice does.
+    assert services["worker"]["cpu_shares"] < services["api"].get("cpu_shares", 1024)
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
