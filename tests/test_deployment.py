@@ -316,6 +316,25 @@ def private_redis(tmp_path):
     proc.wait(timeout=10)
 
 
+def _subscribe_and_report(base: str, api_key: str, receiver, event_type: str, event: dict):
+    """Through a running stack: a /v1 endpoint for ``event_type``, ``event`` reported; the post."""
+    created = requests.post(
+        f"{base}/v1/webhooks",
+        json={"url": receiver.url + "/hooks", "event_types": [event_type]},
+        headers={"X-API-Key": api_key},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    reported = requests.post(
+        f"{base}/api/internal/events",
+        json=event,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert reported.status_code == 202, reported.text
+    return receiver.wait_for(1, timeout=30)[0]
+
+
 def _stop_group(proc: subprocess.Popen) -> None:
     """Stop a process started in a session of its own, with everything it started."""
     with contextlib.suppress(ProcessLookupError):
@@ -365,28 +384,9 @@ def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver
         checked = wait_until(lambda: (r := cli("check")).returncode == 0 and r, timeout=30)
         assert "workers   ok      1 answering" in checked.stdout
         org = json.loads(cli("org", "create", "Acme", "--json").stdout)
-        key = {"X-API-Key": org["apiKey"]}
-        created = requests.post(
-            f"{base}/v1/webhooks",
-            json={"url": receiver.url + "/hooks", "event_types": ["sandbox.resumed"]},
-            headers=key,
-            timeout=10,
-        )
-        assert created.status_code == 201, created.text
-        reported = requests.post(
-            f"{base}/api/internal/events",
-            json={
-                "event": "sandbox.state.updated",
-                "organizationId": org["organizationId"],
-                "id": "sbx-42",
-                "oldState": "paused",
-                "newState": "started",
-            },
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=10,
-        )
-        assert reported.status_code == 202, reported.text
-        got = receiver.wait_for(1)[0]
+        event = {"event": "sandbox.state.updated", "organizationId": org["organizationId"],
+                 "id": "sbx-42", "oldState": "paused", "newState": "started"}  # fmt: skip
+        got = _subscribe_and_report(base, org["apiKey"], receiver, "sandbox.resumed", event)
         assert got.json()["type"] == "sandbox.resumed"
 
         def scraped_attempt():
@@ -447,26 +447,10 @@ def test_webhooks_up_with_no_configuration_delivers_and_reports_every_part_healt
             f"{base}/api/internal/organizations", json={"name": "Acme"}, headers=platform,
             timeout=10,
         ).json()  # fmt: skip
-        created = requests.post(
-            f"{base}/v1/webhooks",
-            json={"url": receiver.url + "/hooks", "event_types": ["sandbox.created"]},
-            headers={"X-API-Key": org["apiKey"]},
-            timeout=10,
-        )
-        assert created.status_code == 201, created.text
-        reported = requests.post(
-            f"{base}/api/internal/events",
-            json={
-                "event": "sandbox.created",
-                "organizationId": org["organization"]["id"],
-                "id": "sbx-1",
-                "state": "started",
-            },
-            headers=platform,
-            timeout=10,
-        )
-        assert reported.status_code == 202, reported.text
-        assert receiver.wait_for(1, timeout=30)[0].json()["type"] == "sandbox.created"
+        event = {"event": "sandbox.created", "organizationId": org["organization"]["id"],
+                 "id": "sbx-1", "state": "started"}  # fmt: skip
+        got = _subscribe_and_report(base, org["apiKey"], receiver, "sandbox.created", event)
+        assert got.json()["type"] == "sandbox.created"
     finally:
         _stop_group(up)
     # A worker that stopped is no longer counted.
