@@ -53,9 +53,6 @@ QUEUES = ("webhooks", "webhooks.retry")
 # kombu's Redis transport keeps a queue's prioritized messages in sibling lists.
 _PRIORITY_SEPARATOR = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
-# kombu's Redis transport keeps tasks handed to workers but not yet acknowledged here
-# (running, prefetched, and countdown tasks a worker holds until due).
-UNACKED_KEY = "unacked"
 
 
 def status_class(status_code: int | None) -> str:
@@ -262,7 +259,7 @@ def database_gauges(session: Session) -> dict[str, float]:
 
 
 def broker_gauges(settings: Settings) -> dict[str, float] | None:
-    """Tasks waiting in each broker queue and tasks held by workers (Redis brokers only)."""
+    """Tasks waiting in each broker queue (Redis brokers only)."""
     if not settings.uses_redis:
         return None
     import redis
@@ -276,7 +273,6 @@ def broker_gauges(settings: Settings) -> dict[str, float] | None:
             pipe.llen(queue)
             for step in _PRIORITY_STEPS:
                 pipe.llen(f"{queue}{_PRIORITY_SEPARATOR}{step}")
-        pipe.hlen(UNACKED_KEY)
         results = pipe.execute()
     finally:
         client.close()
@@ -284,7 +280,6 @@ def broker_gauges(settings: Settings) -> dict[str, float] | None:
     per_queue = len(_PRIORITY_STEPS) + 1
     for index, queue in enumerate(QUEUES):
         gauges[f"queue:{queue}"] = float(sum(results[index * per_queue : (index + 1) * per_queue]))
-    gauges["unacked"] = float(results[-1])
     return gauges
 
 
@@ -439,11 +434,6 @@ class WebhooksCollector:
         for queue in QUEUES:
             depth.add_metric([queue], gauges[f"queue:{queue}"])
         yield depth
-        yield GaugeMetricFamily(
-            "webhooks_broker_unacked_tasks",
-            "Tasks handed to workers and not yet acknowledged (running, prefetched, countdowns)",
-            value=gauges["unacked"],
-        )
 
 
 @lru_cache(maxsize=1)

@@ -9,7 +9,6 @@ from celery import Celery, signals
 
 from shared import db, queue
 from shared.config import get_settings
-from shared.services.deliveries import MAX_BROKER_COUNTDOWN
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .routing import TASK_QUEUES, route_task
@@ -18,12 +17,8 @@ log = logging.getLogger("webhooks.worker")
 
 # The longest a single attempt can take: SPEC 5 caps timeout_seconds at 300.
 MAX_ATTEMPT_SECONDS = 300
-# Nested deadlines: HTTP deadline (<= 300 s) < task time limit < broker visibility timeout.
+# Nested deadlines: HTTP deadline (<= 300 s) < task time limit.
 TASK_TIME_LIMIT = MAX_ATTEMPT_SECONDS + 60
-# Redis re-delivers a task not acknowledged within this long. It must exceed the longest
-# countdown a worker holds (MAX_BROKER_COUNTDOWN, longer waits are left to beat's sweep)
-# plus the task time limit, or held tasks would be delivered twice.
-VISIBILITY_TIMEOUT = int(MAX_BROKER_COUNTDOWN + TASK_TIME_LIMIT + 600)
 # How long one broker command may take before it counts as failed (Redis answers in
 # milliseconds; consumers block at most 1 s in BRPOP, inside this).
 BROKER_SOCKET_TIMEOUT = 3.0
@@ -38,8 +33,9 @@ def make_celery() -> Celery:
         include=["webhooks_worker.tasks", "webhooks_worker.init_tasks"],
     )
     app.conf.update(
-        # Acknowledge after the task ran, so a worker that dies mid-task loses nothing:
-        # the broker re-delivers it (and the delivery row's claim makes that harmless).
+        # Acknowledge after the task ran: on a warm shutdown a worker hands back what it
+        # holds (prefetched tasks, countdowns) instead of dropping it. What a killed worker
+        # held comes back through beat's sweep of the database (see ack_emulation below).
         task_acks_late=True,
         # A pool process killed by the OS (OOM, SIGKILL) requeues its task instead of acking.
         task_reject_on_worker_lost=True,
@@ -62,7 +58,7 @@ def make_celery() -> Celery:
         worker_eta_task_limit=20000,
         worker_hijack_root_logger=False,
         # A task running when the broker connection drops finishes and records its attempt
-        # (its message returns after the visibility timeout and finds the try recorded).
+        # (if its task runs again, from beat's sweep, it finds the try recorded).
         # Cancelling it would discard a post the receiver may already have: a duplicate.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
@@ -88,7 +84,15 @@ def make_celery() -> Celery:
         # Redis gets them.
         broker_transport_options=(
             {
-                "visibility_timeout": VISIBILITY_TIMEOUT,
+                # No copy in Redis of the tasks a worker holds. Kombu's emulated
+                # acknowledgements cost two extra Redis round trips per task (add the task
+                # to an unacknowledged set, remove it at the ack: 11% of a worker's CPU per
+                # delivery in the benchmark) and would hand a dead worker's tasks back only
+                # after a visibility timeout longer than the longest held countdown (half an
+                # hour). The delivery rows are the truth instead: a try a killed worker held
+                # is overdue in the database, and beat's sweep enqueues it again within 60 s
+                # of its due time (shared.services.deliveries.sweep_due).
+                "ack_emulation": False,
                 "socket_timeout": BROKER_SOCKET_TIMEOUT,
                 "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
             }
@@ -134,7 +138,7 @@ queue.configure(_send)
 def broker_eviction_warning(broker_url: str) -> str | None:
     """A warning when the Redis broker may evict keys under memory pressure, else None.
 
-    Queued tasks, countdowns and the unacknowledged set are Redis keys; under any
+    Queued tasks are Redis keys; under any
     maxmemory-policy but noeviction Redis may drop them when full. Nothing is lost (beat's
     sweep finds the tries in the database) but they go out late.
     """

@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 MANUAL_TASK = "webhooks.deliver_manual"
 # SPEC 5: each wait gets up to 20% jitter, added so that no retry comes earlier than scheduled.
 JITTER = 0.2
-# Countdowns longer than this are not handed to the broker: Redis re-delivers unacked tasks
-# after its visibility timeout (set well above this in the worker), so long waits are
-# left to beat's sweep, which enqueues a try shortly before it is due.
+# Countdowns longer than this are not handed to the broker: a worker holds a countdown task
+# in memory until it is due (up to worker_eta_task_limit of them), so long waits are left
+# in the database to beat's sweep, which enqueues a try shortly before it is due.
 MAX_BROKER_COUNTDOWN = 900.0
 # A claim holds a try this long, and the worker making the attempt renews it every
 # LEASE_RENEW_EVERY seconds until the attempt is over. A try whose worker died (SIGKILL,

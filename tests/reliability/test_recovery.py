@@ -165,3 +165,41 @@ def _swallow(call) -> None:
     # The api is killed under this request: no answer is the point.
     with contextlib.suppress(requests.RequestException):
         call()
+
+
+def test_a_worker_stopped_with_sigterm_hands_its_held_retry_back_to_the_broker(
+    stack, make_receiver
+):
+    receiver = make_receiver()
+    # A retry asked for in 8 s: the worker takes the countdown task and holds it until due.
+    answers = iter([Reply(503, headers={"Retry-After": "8"})])
+    receiver.responder = lambda _r: next(answers, Reply(200))
+    api = stack.start_api()
+    worker = stack.start_worker()
+    org = create_org(api)
+    create_endpoint(api, org, receiver.url, ["sandbox.stopped"], timeout_seconds=5)
+    message_id = _ingest(api, org, 1)
+    receiver.wait_for(1)
+    engine = stack.engine
+    retry_due = wait_until(
+        lambda: (d := _delivery(engine, message_id)) and d.attempt_count == 1 and d
+    ).next_attempt_at.timestamp()
+    broker = stack.redis.client()
+    wait_until(lambda: broker.llen("webhooks.retry") == 0, timeout=5)
+
+    worker.stop()
+    assert worker.proc.returncode == 0, worker.log_text()[-2000:]
+    # Handed back on the way out, not dropped: the queue holds it again.
+    assert broker.llen("webhooks.retry") == 1
+    # No beat runs, so only that copy can make the retry, on time.
+    stack.start_worker(name="worker-2")
+    retried = receiver.wait_for(2, timeout=30)[1]
+    assert retried.headers["webhook-id"] == message_id
+    assert retry_due - 0.5 <= retried.at <= retry_due + 5
+    wait_until(lambda: _delivery(engine, message_id).status == "delivered", timeout=10)
+    tries = rows(
+        engine,
+        "SELECT try_number, status FROM attempts WHERE delivery_id = :d ORDER BY try_number",
+        d=_delivery(engine, message_id).id,
+    )
+    assert [tuple(t) for t in tries] == [(1, "failed"), (2, "success")]
