@@ -6,6 +6,12 @@ handshake; anything else is refused. It then joins the rooms of ``shared.notify`
 match what it may see (SPEC 3) and receives the events every process publishes there.
 Clients send nothing: no client event has a handler.
 
+A socket outlives the request that opened it, so each api process re-checks the
+credentials of its own sockets (``SocketSessions``): a JWT's socket is disconnected when
+the token expires, and every socket whose key was revoked, or whose user left its
+organization or changed role, within RECHECK_EVERY seconds (a client reconnects and
+joins the rooms of what it may see now).
+
 Production runs it in gunicorn's ``gthread`` worker with simple-websocket (Flask-SocketIO's
 threading mode); each open websocket holds one of the worker's threads.
 """
@@ -13,6 +19,9 @@ threading mode); each open websocket holds one of the worker's threads.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from dataclasses import dataclass
 
 from flask import Flask, request
 from flask_socketio import SocketIO, join_room
@@ -22,7 +31,13 @@ from shared import notify
 from shared.config import get_settings
 from shared.db import get_sessionmaker
 from shared.errors import Unauthorized
-from shared.services.auth import Principal, authenticate, is_platform_token
+from shared.services.auth import (
+    Principal,
+    authenticate,
+    credential_expiry,
+    current_principals,
+    is_platform_token,
+)
 
 log = logging.getLogger("webhooks.socket")
 
@@ -63,6 +78,88 @@ def authenticate_socket(auth: object) -> Principal:
         raise ConnectionRefusedError("Service unavailable, retry later") from None
 
 
+# How often every open socket's credential is checked against the database again (one
+# query per 500 distinct keys): the longest a revoked key's socket stays connected.
+RECHECK_EVERY = 10.0
+# How often expiries are looked at: a JWT's socket closes within this of its ``exp``.
+EXPIRY_TICK = 1.0
+
+
+@dataclass(frozen=True)
+class _OpenSocket:
+    credential: str
+    principal: Principal
+    expires_at: float | None
+
+
+class SocketSessions:
+    """This process's authenticated sockets, closed once their credential no longer holds."""
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self._socketio = socketio
+        self._lock = threading.Lock()
+        self._open: dict[str, _OpenSocket] = {}
+        self._started = False
+        self._last_recheck = time.monotonic()
+
+    def add(self, sid: str, credential: str, principal: Principal) -> None:
+        """Track a socket that has just authenticated."""
+        entry = _OpenSocket(credential, principal, credential_expiry(credential))
+        with self._lock:
+            self._open[sid] = entry
+            start, self._started = not self._started, True
+        if start:
+            # After gunicorn's fork, in the process that serves the sockets.
+            self._socketio.start_background_task(self._run)
+
+    def remove(self, sid: str) -> None:
+        """Forget a socket that disconnected."""
+        with self._lock:
+            self._open.pop(sid, None)
+
+    def count(self) -> int:
+        """Sockets being tracked."""
+        with self._lock:
+            return len(self._open)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(EXPIRY_TICK)
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the checker must outlive any one failure
+                log.exception("socket credential check failed")
+
+    def check(self) -> list[str]:
+        """Disconnect the sockets whose credential expired or no longer authenticates."""
+        now = time.time()
+        with self._lock:
+            sockets = dict(self._open)
+        ended = {
+            sid for sid, s in sockets.items() if s.expires_at is not None and s.expires_at <= now
+        }
+        if time.monotonic() - self._last_recheck >= RECHECK_EVERY:
+            self._last_recheck = time.monotonic()
+            live = {sid: s for sid, s in sockets.items() if sid not in ended}
+            try:
+                with get_sessionmaker()() as session:
+                    current = current_principals(session, (s.credential for s in live.values()))
+            except SQLAlchemyError:
+                # An outage is no reason to drop every client; check again next time.
+                log.warning("socket credential check skipped: database unavailable")
+                current = None
+            if current is not None:
+                ended |= {
+                    sid for sid, s in live.items() if current.get(s.credential) != s.principal
+                }
+        for sid in ended:
+            self.remove(sid)
+            self._socketio.server.disconnect(sid, namespace="/")
+        if ended:
+            log.info("closed %d socket(s) whose credential no longer holds", len(ended))
+        return sorted(ended)
+
+
 def init_realtime(app: Flask) -> SocketIO:
     """Attach the Socket.IO gateway to the app (a WSGI middleware on the socket path)."""
     settings = get_settings()
@@ -84,6 +181,9 @@ def init_realtime(app: Flask) -> SocketIO:
         engineio_logger=False,
     )
 
+    sessions = SocketSessions(socketio)
+    app.extensions["webhooks_socket_sessions"] = sessions
+
     @socketio.on("connect")
     def _connect(auth: object = None) -> None:
         principal = authenticate_socket(auth)
@@ -93,5 +193,10 @@ def init_realtime(app: Flask) -> SocketIO:
             role=principal.role,
         ):
             join_room(room)
+        sessions.add(request.sid, _credential(auth) or "", principal)
+
+    @socketio.on("disconnect")
+    def _disconnect(*_args: object) -> None:
+        sessions.remove(request.sid)
 
     return socketio

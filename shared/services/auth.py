@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -97,3 +98,78 @@ def _authenticate_jwt(session: Session, token: str) -> Principal:
     if user is None or user.organization_id != str(claims["org"]):
         raise Unauthorized("Invalid token")
     return Principal(user_id=user.id, organization_id=user.organization_id, role=user.role)
+
+
+# Credentials per query when re-checking many (an IN list PostgreSQL plans quickly).
+RECHECK_BATCH = 500
+
+
+def credential_expiry(credential: str) -> float | None:
+    """When an authenticated credential stops being valid (a JWT's ``exp``), else None.
+
+    Only for a credential ``authenticate`` accepted: the signature is not checked again.
+    """
+    if not _looks_like_jwt(credential):
+        return None
+    try:
+        exp = jwt.decode(credential, options={"verify_signature": False}).get("exp")
+    except jwt.InvalidTokenError:
+        return None
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+def current_principals(session: Session, credentials: Iterable[str]) -> dict[str, Principal]:
+    """The user each credential authenticates as now; those that no longer do are absent.
+
+    For re-checking many long-lived connections at once: a revoked key, an expired JWT or
+    a user gone from its organization is left out. One query per RECHECK_BATCH keys and
+    one per RECHECK_BATCH token subjects, however many credentials.
+    """
+    keys: dict[str, str] = {}
+    subjects: dict[str, tuple[str, str]] = {}
+    secret = get_settings().jwt_secret
+    for credential in set(credentials):
+        if not _looks_like_jwt(credential):
+            keys[hash_api_key(credential)] = credential
+            continue
+        if not secret:
+            continue
+        try:
+            claims = jwt.decode(
+                credential, secret, algorithms=["HS256"], options={"require": ["sub", "org", "exp"]}
+            )
+        except jwt.InvalidTokenError:
+            continue
+        subject = str(claims["sub"])
+        if "\x00" not in subject:
+            subjects[credential] = (subject, str(claims["org"]))
+    found: dict[str, Principal] = {}
+    hashes = list(keys)
+    for start in range(0, len(hashes), RECHECK_BATCH):
+        rows = session.execute(
+            select(ApiKey.key_hash, User.id, User.organization_id, User.role)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash.in_(hashes[start : start + RECHECK_BATCH]))
+            .where(ApiKey.revoked_at.is_(None))
+        )
+        for row in rows:
+            found[keys[row.key_hash]] = Principal(
+                user_id=row.id, organization_id=row.organization_id, role=row.role
+            )
+    user_ids = sorted({subject for subject, _org in subjects.values()})
+    users: dict[str, Principal] = {}
+    for start in range(0, len(user_ids), RECHECK_BATCH):
+        rows = session.execute(
+            select(User.id, User.organization_id, User.role).where(
+                User.id.in_(user_ids[start : start + RECHECK_BATCH])
+            )
+        )
+        for row in rows:
+            users[row.id] = Principal(
+                user_id=row.id, organization_id=row.organization_id, role=row.role
+            )
+    for credential, (subject, organization_id) in subjects.items():
+        user = users.get(subject)
+        if user is not None and user.organization_id == organization_id:
+            found[credential] = user
+    return found

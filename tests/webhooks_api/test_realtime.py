@@ -9,9 +9,13 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 import socketio
+from sqlalchemy import update
 
+from shared.db import session_scope
+from shared.models import ApiKey
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET, PLATFORM
 from tests.support.live_server import LiveServer, shared_live_server
+from webhooks_api import realtime
 
 SOCKET_PATH = "/api/webhook-socket.io"
 EVENTS = (
@@ -293,3 +297,45 @@ def test_endpoint_changes_are_published_after_commit(client, org, receiver, list
     assert {data["organizationId"] for _, data in events} == {org.id}
     time.sleep(0.3)
     assert len(socket.named("endpoint.updated", "endpoint.disabled")) == 2
+
+
+def _closed_within(listener: Listener, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not listener.client.connected:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _token(org, *, seconds: float) -> str:
+    exp = datetime.now(UTC) + timedelta(seconds=seconds)
+    return jwt.encode(
+        {"sub": org.user_id, "org": org.id, "exp": exp}, JWT_SECRET, algorithm="HS256"
+    )
+
+
+def test_a_socket_is_closed_when_its_jwt_expires(org, listen, live_server):
+    expiring_token = _token(org, seconds=3)
+    expiring = listen(auth={"token": expiring_token}, transports=["websocket"])
+    lasting = listen(auth={"token": _token(org, seconds=300)}, transports=["websocket"])
+    assert expiring.client.connected
+    assert _closed_within(expiring, 3 + realtime.EXPIRY_TICK + 5)
+    assert lasting.client.connected
+    # Nor does the expired token open a new one.
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        Listener(live_server).connect(auth={"token": expiring_token}, transports=["websocket"])
+
+
+def test_a_socket_whose_key_is_revoked_is_closed_and_the_others_stay(org, add_user, listen):
+    member = add_user(org, "member")
+    revoked = listen(auth={"apiKey": member.key}, transports=["websocket"])
+    kept = listen(auth={"apiKey": org.key}, transports=["websocket"])
+    with session_scope() as session:
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.user_id == member.user_id)
+            .values(revoked_at=datetime.now(UTC))
+        )
+    assert _closed_within(revoked, realtime.RECHECK_EVERY + 2 * realtime.EXPIRY_TICK + 5)
+    assert kept.client.connected
