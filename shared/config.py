@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
-from .targets import AllowList, parse_allowlist
+from .errors import Invalid
+from .targets import AllowList, parse_allowlist, validate_target_url
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
 
@@ -224,6 +225,37 @@ def _check_http_url(name: str, url: str) -> None:
         )
 
 
+# The operator chose the preconfigured base, so its address is trusted (private ranges
+# included), as shared.services.initialization does when it saves those endpoints.
+_OPERATOR_URLS = parse_allowlist("*")
+
+
+def _check_preconfigured_base(url: str) -> None:
+    """The base of preconfigured endpoints' URLs must make URLs an endpoint may have.
+
+    Every organization's initialization appends ``/{organizationId}/{category}`` and saves
+    the result as an endpoint, under the rules of any endpoint's URL (no credentials,
+    spaces or port 0). A base that breaks them would fail every initialization, so it
+    stops the process instead.
+    """
+    from .logs import redact
+
+    name = "WEBHOOKS_PRECONFIGURED_BASE_URL"
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        # Not echoed: a query string is where a token would sit.
+        raise ConfigError(
+            f"{name} must not have a query or fragment (the organization and category are "
+            "appended as path segments)"
+        )
+    try:
+        validate_target_url(
+            f"{url.rstrip('/')}/org-example/all-events", _OPERATOR_URLS, resolve=False
+        )
+    except Invalid as exc:
+        raise ConfigError(f"{name}: {exc.message}, got {redact(url)!r}") from None
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the settings; raise ConfigError naming the first bad variable."""
     env = dict(os.environ if environ is None else environ)
@@ -287,6 +319,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     base_url = env.get("WEBHOOKS_PRECONFIGURED_BASE_URL", "").strip() or None
     if base_url:
         _check_http_url("WEBHOOKS_PRECONFIGURED_BASE_URL", base_url)
+        _check_preconfigured_base(base_url)
 
     log_format = env.get("WEBHOOKS_LOG_FORMAT", "text").strip() or "text"
     if log_format not in ("text", "json"):

@@ -271,6 +271,9 @@ def validate_target_url(url: str, allow: AllowList, *, resolve: bool = True) -> 
         port = parts.port
     except (LocationParseError, ValueError):
         raise Invalid("URL is not valid: bad host or port") from None
+    if port == 0:
+        # Nothing listens on port 0: every delivery would fail to connect.
+        raise Invalid("URL is not valid: port must be between 1 and 65535")
     if parsed.auth is not None:
         raise Invalid("URL must not contain credentials")
     host = parsed.host or ""

@@ -136,6 +136,12 @@ def test_a_bad_value_names_its_variable(tmp_path, name, value):
         ("CELERY_BROKER_URL", "rediss://h:6379/0;redis://:s3cret@h/cache"),
         ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://"),
         ("WEBHOOKS_PRECONFIGURED_BASE_URL", "https://h:abc/x"),
+        # Bases that every organization's preconfigured endpoints would inherit.
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://u:s3cret@hooks.example.com/x"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://hooks.example.com/a b"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://hooks.example.com/x?s3cret=1"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://hooks.example.com/x#s3cret"),
+        ("WEBHOOKS_PRECONFIGURED_BASE_URL", "http://hooks.example.com:0/x"),
     ],
 )
 def test_a_malformed_url_names_its_variable_without_its_password(tmp_path, name, value):
@@ -158,6 +164,18 @@ def test_a_malformed_url_names_its_variable_without_its_password(tmp_path, name,
 )
 def test_well_formed_urls_are_accepted(tmp_path, name, value):
     load_settings({**BASE, "WEBHOOKS_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_a_private_preconfigured_base_is_the_operators_choice(tmp_path):
+    # Preconfigured endpoints are the operator's own collectors: no allow list needed.
+    settings = load_settings(
+        {
+            **BASE,
+            "WEBHOOKS_DATA_DIR": str(tmp_path),
+            "WEBHOOKS_PRECONFIGURED_BASE_URL": "http://10.0.0.5/hooks/",
+        }
+    )
+    assert settings.preconfigured_base_url == "http://10.0.0.5/hooks"
 
 
 @pytest.mark.parametrize(

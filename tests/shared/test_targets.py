@@ -303,6 +303,7 @@ def test_allowlist_opens_blocked_literals() -> None:
         ("http://@example.com/", "URL must not contain credentials"),
         ("http://[fe80::1%25eth0]/", "URL must not contain an IPv6 zone id"),
         ("http://example.com:99999/", "URL is not valid: bad host or port"),
+        ("http://example.com:0/", "URL is not valid: port must be between 1 and 65535"),
         ("http://exa mple.com/", "URL must not contain spaces, control characters or backslashes"),
         ("http://a\\@127.0.0.1/", "URL must not contain spaces, control characters or backslashes"),
         ("http://1.2.3.09/", "URL host 1.2.3.09 is not a valid address"),
