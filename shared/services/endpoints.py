@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from .. import events, notify
 from ..config import get_settings
 from ..crypto import decrypt, encrypt, new_signing_secret
-from ..errors import Forbidden, Invalid, NotFound
+from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
+from ..payloads import format_timestamp
 from ..targets import validate_target_url
 from .auth import Principal
 
@@ -21,6 +22,12 @@ PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
 SCOPES = ("user", "account")
 # SPEC 5: a rotated-out secret keeps signing alongside the new one for a day.
 ROTATION_OVERLAP = timedelta(hours=24)
+# At most this many secrets sign a message at once (the current one and those rotated out
+# in the last 24 h). Each adds a signature of about 50 bytes to the webhook-signature
+# header, and HTTP servers commonly refuse a header line past 8 KiB; a script rotating in
+# a loop would otherwise make every delivery unreadable. A rotation past it is refused
+# until the oldest rotated-out secret expires.
+MAX_SIGNING_SECRETS = 10
 TIMEOUT_RANGE = (5, 300)
 RETRIES_RANGE = (0, 10)
 
@@ -356,6 +363,14 @@ def rotate_secret(session: Session, *, principal: Principal, endpoint_id: str) -
     now = utcnow()
     expires_at = now + ROTATION_OVERLAP
     kept = [entry for entry in previous_secrets(endpoint) if entry[1] > now]
+    # Signing after this rotation: those kept, the current one, and the new one.
+    if len(kept) + 2 > MAX_SIGNING_SECRETS:
+        oldest = min(expiry for _token, expiry in kept)
+        raise Conflict(
+            f"Too many rotations: {MAX_SIGNING_SECRETS} secrets would sign each message. "
+            f"The oldest rotated-out secret stops signing at {format_timestamp(oldest)}; "
+            "rotate again after that"
+        )
     kept.append((endpoint.secret_encrypted, expires_at))
     endpoint.previous_secret_encrypted = json.dumps(
         [{"secret": token, "expiresAt": expiry.isoformat()} for token, expiry in kept]

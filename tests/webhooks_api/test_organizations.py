@@ -13,6 +13,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared.db import session_scope
 from shared.models import Endpoint
+from shared.services.endpoints import MAX_SIGNING_SECRETS
 from tests.conftest import JWT_SECRET, PLATFORM
 from tests.support.daytona_examples import DAYTONA_DOC_EXAMPLES
 from tests.support.outage import without_database
@@ -272,6 +273,33 @@ def test_two_rotations_within_a_day_sign_with_every_secret_until_each_expires(
         Webhook(secret).verify(got.body, got.headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(secrets[0]).verify(got.body, got.headers)
+
+
+def test_rotations_stop_at_the_signing_secret_cap_until_the_oldest_expires(
+    client, org, receiver, worker
+):
+    created = _create(client, org, receiver.url + "/hook", [])
+    rotate = f"{BASE}/{org.id}/endpoints/{created['id']}/rotate-secret"
+    secrets = [created["secret"]]
+    for _ in range(MAX_SIGNING_SECRETS - 1):
+        resp = client.post(rotate, headers=org.headers)
+        assert resp.status_code == 200, resp.json
+        secrets.append(resp.json["secret"])
+
+    refused = client.post(rotate, headers=org.headers)
+    assert refused.status_code == 409
+    assert refused.json["statusCode"] == 409 and refused.json["error"] == "Conflict"
+    assert refused.json["message"].startswith("Too many rotations: 10 secrets would sign")
+    assert re.search(r"stops signing at \d{4}-\d\d-\d\dT[\d:]+\.\d{3}Z", refused.json["message"])
+    # The refused rotation changed nothing: every secret still signs.
+    _ingest(client, _sandbox_event(org.id))
+    got = receiver.wait_for(1)[0]
+    assert len(got.headers["webhook-signature"].split(" ")) == MAX_SIGNING_SECRETS
+    for secret in secrets:
+        Webhook(secret).verify(got.body, got.headers)
+
+    _expire_oldest_previous_secret(created["id"])
+    assert client.post(rotate, headers=org.headers).status_code == 200
 
 
 # ---- payloads of the Daytona docs ---------------------------------------------------------

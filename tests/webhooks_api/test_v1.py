@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import Endpoint
+from shared.services.endpoints import MAX_SIGNING_SECRETS
 from tests.conftest import ADMIN_TOKEN, PLATFORM
 from tests.support.outage import without_database
 
@@ -369,3 +370,15 @@ def test_rotate_secret_refuses_fields_it_does_not_take(client, org):
     assert refused.json["success"] is False and refused.json["error"] == "Unknown field: secret"
     assert client.post(path, json={}, headers=org.headers).status_code == 200
     assert client.post(path, headers=org.headers).status_code == 200
+
+
+def test_a_rotation_past_the_signing_secret_cap_is_409_in_the_envelope(client, org):
+    endpoint_id = _create(client, org).json["data"]["endpoint_id"]
+    path = f"/v1/webhooks/{endpoint_id}/rotate-secret"
+    for _ in range(MAX_SIGNING_SECRETS - 1):
+        assert client.post(path, headers=org.headers).status_code == 200
+    refused = client.post(path, headers=org.headers)
+    assert refused.status_code == 409
+    assert refused.json["success"] is False
+    assert refused.json["error"].startswith("Too many rotations")
+    assert refused.json["timestamp"].endswith("Z")
