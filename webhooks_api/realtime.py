@@ -117,11 +117,6 @@ class SocketSessions:
         with self._lock:
             self._open.pop(sid, None)
 
-    def count(self) -> int:
-        """Sockets being tracked."""
-        with self._lock:
-            return len(self._open)
-
     def _run(self) -> None:
         while True:
             time.sleep(EXPIRY_TICK)
@@ -154,7 +149,10 @@ class SocketSessions:
                 }
         for sid in ended:
             self.remove(sid)
-            self._socketio.server.disconnect(sid, namespace="/")
+            try:
+                self._socketio.server.disconnect(sid, namespace="/")
+            except Exception:  # noqa: BLE001 - one socket's failure must not keep the others
+                log.exception("could not close socket %s", sid)
         if ended:
             log.info("closed %d socket(s) whose credential no longer holds", len(ended))
         return sorted(ended)
@@ -182,7 +180,6 @@ def init_realtime(app: Flask) -> SocketIO:
     )
 
     sessions = SocketSessions(socketio)
-    app.extensions["webhooks_socket_sessions"] = sessions
 
     @socketio.on("connect")
     def _connect(auth: object = None) -> None:
