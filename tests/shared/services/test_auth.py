@@ -29,7 +29,7 @@ def test_current_principals_leaves_out_revoked_keys_expired_tokens_and_moved_use
     wrong_org_token = _token(org.user_id, other.id)
     forged = jwt.encode(
         {"sub": org.user_id, "org": org.id, "exp": datetime.now(UTC) + timedelta(minutes=5)},
-        "not-the-secret",
+        "not-the-secret-but-as-long-as-one-0123",
         algorithm="HS256",
     )
     with session_scope() as session:
