@@ -41,6 +41,9 @@ class Settings:
     data_dir: Path
     log_format: str = "text"
     worker_concurrency: int = 64
+    # "async": the worker's delivery writes (claim, record, fan-out) do not wait for
+    # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
+    delivery_commit: str = "async"
     embedded: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -325,6 +328,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if log_format not in ("text", "json"):
         raise ConfigError("WEBHOOKS_LOG_FORMAT must be 'text' or 'json'")
 
+    delivery_commit = env.get("WEBHOOKS_DELIVERY_COMMIT", "async").strip() or "async"
+    if delivery_commit not in ("async", "sync"):
+        raise ConfigError(
+            f"WEBHOOKS_DELIVERY_COMMIT must be 'async' or 'sync', got {delivery_commit!r}"
+        )
+
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -344,6 +353,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         log_format=log_format,
         worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 64, 1, 1000),
+        delivery_commit=delivery_commit,
         embedded=embedded,
     )
 

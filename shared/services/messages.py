@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from .. import events, metrics, payloads
 from ..config import get_settings
+from ..db import commit_without_flush
 from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from ..models import Attempt, Delivery, Endpoint, Message, Organization, new_id, utcnow
 from ..queue import enqueue_after_commit, enqueue_many, enqueue_many_after_commit
@@ -483,8 +484,10 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     The fan-out task's work, for messages accepted without one. Run twice, it creates
     nothing new: the first run marks the messages fanned out in the statement that reads
     them (two runs at once: the second waits for the first's row locks, then finds them
-    marked), and (message, endpoint) is unique.
+    marked), and (message, endpoint) is unique. Its commit does not wait for the WAL flush
+    (``shared.db.ASYNC_COMMIT``): a crash that loses it leaves the messages owed a fan-out.
     """
+    commit_without_flush(session)
     table = Message.__table__
     now = utcnow()
     claim = (

@@ -6,7 +6,8 @@ autocommit, so it is a single round trip with no BEGIN, no COMMIT and no ORM uni
 work (profiles showed the ORM's flush and commit bookkeeping costing more CPU than the
 HTTP post itself). Both statements are atomic on their own: the claim is one UPDATE,
 the record is one statement whose parts (the delivery's update, the attempt's insert and
-the endpoint's health mark) commit or fail together.
+the endpoint's health mark) commit or fail together. Neither waits for the WAL flush at
+its commit (``shared.db.ASYNC_COMMIT`` says why that loses nothing).
 
 Anything unusual falls back to the ORM code in ``deliveries``: other databases (the
 embedded SQLite default), a try that is not plainly due, a delivery that stopped being
@@ -183,7 +184,7 @@ def autocommit_engine(factory: sessionmaker[Session]) -> Engine | None:
 
 def claim(engine: Engine, params: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     """Run the claim; the post's columns by group, or None when the try was not claimed."""
-    row = first_row(engine, CLAIM, params)
+    row = first_row(engine, CLAIM, params, flush=False)
     if row is None:
         return None
     parts: dict[str, dict[str, Any]] = {"delivery": {}, "endpoint": {}, "message": {}}
@@ -196,5 +197,5 @@ def claim(engine: Engine, params: dict[str, Any]) -> dict[str, dict[str, Any]] |
 
 def record(engine: Engine, outcome: str, health: str | None, params: dict[str, Any]) -> int | None:
     """Run the record statement; the delivery's manual-attempt count, or None if not recorded."""
-    row = first_row(engine, record_statement(outcome, health), params)
+    row = first_row(engine, record_statement(outcome, health), params, flush=False)
     return None if row is None else int(row[0])

@@ -107,6 +107,7 @@ def test_a_bad_broker_url_is_named_without_its_password(tmp_path):
         ("WEBHOOKS_RETENTION_DAYS", "0"),
         ("WEBHOOKS_INIT_MAX_RETRIES", "x"),
         ("WEBHOOKS_LOG_FORMAT", "xml"),
+        ("WEBHOOKS_DELIVERY_COMMIT", "off"),
         ("CELERY_BROKER_URL", "http://127.0.0.1:6379/0"),
         ("CELERY_BROKER_URL", "127.0.0.1:6379"),
         ("CELERY_BROKER_URL", "bogus://x"),

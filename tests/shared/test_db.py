@@ -1,10 +1,11 @@
-"""The engine's pool: connections that sat idle are pinged, busy ones are not."""
+"""The engine's pool (idle connections pinged, busy ones not) and the hot statements' commits."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from shared import db
 from shared.config import get_settings
@@ -96,3 +97,56 @@ def test_a_connection_whose_prepared_statements_were_dropped_prepares_them_again
         conn.commit()
     assert db.autocommit_rows(engine, statement, {}) == [(7,)]
     assert _executions(engine, statement) == 1
+
+
+# ---- delivery writes that do not wait for the WAL flush -------------------------------------
+
+_SYNCHRONOUS_COMMIT = text("SELECT current_setting('synchronous_commit')")
+
+
+@pytest.fixture
+def delivery_commit(monkeypatch):
+    """Set WEBHOOKS_DELIVERY_COMMIT for one test."""
+
+    def configure(value: str) -> None:
+        monkeypatch.setenv("WEBHOOKS_DELIVERY_COMMIT", value)
+        get_settings.cache_clear()
+
+    yield configure
+    monkeypatch.delenv("WEBHOOKS_DELIVERY_COMMIT", raising=False)
+    get_settings.cache_clear()
+
+
+def test_a_delivery_write_commits_without_waiting_for_the_flush_and_nothing_else_does(engine):
+    assert db.autocommit_rows(engine, _SYNCHRONOUS_COMMIT, {}, flush=False) == [("off",)]
+    # Only for that statement's own transaction: the pooled connection is back to normal.
+    assert db.autocommit_rows(engine, _SYNCHRONOUS_COMMIT, {}) == [("on",)]
+
+
+def test_a_fan_out_transaction_commits_without_waiting_for_the_flush(engine):
+    with Session(engine) as session:
+        db.commit_without_flush(session)
+        assert session.execute(_SYNCHRONOUS_COMMIT).scalar() == "off"
+        session.commit()
+        assert session.execute(_SYNCHRONOUS_COMMIT).scalar() == "on"
+
+
+def test_delivery_writes_wait_for_the_flush_when_configured_sync(engine, delivery_commit):
+    delivery_commit("sync")
+    assert db.autocommit_rows(engine, _SYNCHRONOUS_COMMIT, {}, flush=False) == [("on",)]
+    with Session(engine) as session:
+        db.commit_without_flush(session)
+        assert session.execute(_SYNCHRONOUS_COMMIT).scalar() == "on"
+
+
+def test_a_write_without_flush_is_still_committed_and_visible_at_once(engine):
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE flush_probe (a integer)"))
+    try:
+        insert = text("INSERT INTO flush_probe VALUES (:a) RETURNING a")
+        assert db.autocommit_rows(engine, insert, {"a": 5}, flush=False) == [(5,)]
+        with engine.connect() as other:
+            assert other.execute(text("SELECT a FROM flush_probe")).all() == [(5,)]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE flush_probe"))
