@@ -447,32 +447,47 @@ def _create_deliveries(
 
     The messages are fanned out by this transaction: they are counted when it commits.
     """
+    # One tuple per delivery, in the order of ingest_statements.DELIVERY_COLUMNS.
     rows = []
     for message in messages:
         targets = _endpoint_targets(message, endpoints_by_org.get(message.organization_id, []))
         for endpoint_id, max_retries, name in targets:
+            # SPEC 5: max_attempts is max_retries + 1 for every delivery. A test is one
+            # attempt (trigger "test"), never retried (shared.services.deliveries).
             rows.append(
-                {
-                    "id": new_id("whd"),
-                    "message_id": message.id,
-                    "endpoint_id": endpoint_id,
-                    "organization_id": message.organization_id,
-                    "event_type": name,
-                    "status": "pending",
-                    "attempt_count": 0,
-                    "extra_attempt_count": 0,
-                    # SPEC 5: max_retries + 1 for every delivery. A test is one attempt
-                    # (trigger "test"), never retried (shared.services.deliveries).
-                    "max_attempts": max_retries + 1,
-                    "next_attempt_at": now,
-                    "enqueued_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                (
+                    new_id("whd"),
+                    message.id,
+                    endpoint_id,
+                    message.organization_id,
+                    name,
+                    max_retries + 1,
+                )
             )
-    created = insert_skipping_conflicts(
-        session, Delivery, rows, unique=["message_id", "endpoint_id"]
-    )
+    if not rows:
+        created = []
+    elif ingest_statements.postgresql_engine(session) is not None:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        created = ingest_statements.insert_deliveries(session, columns, now=now)
+    else:
+        pending = {
+            "status": "pending",
+            "attempt_count": 0,
+            "extra_attempt_count": 0,
+            "next_attempt_at": now,
+            "enqueued_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        created = insert_skipping_conflicts(
+            session,
+            Delivery,
+            [
+                {**dict(zip(ingest_statements.DELIVERY_COLUMNS, row, strict=True)), **pending}
+                for row in rows
+            ],
+            unique=["message_id", "endpoint_id"],
+        )
     enqueue_many_after_commit(session, DELIVER_TASK, [(d, 1) for d in created])
     metrics.count_fanned_out(session, messages)
     return created
