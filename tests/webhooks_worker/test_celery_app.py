@@ -1,0 +1,85 @@
+"""How the worker and the api publish tasks: Celery's message, on the queue Celery routes to.
+
+Published through a producer on a Redis db of its own, so that the test session's worker
+(which consumes the test db's queues) cannot take the messages before they are read back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from kombu import Connection
+
+from tests.conftest import TEST_REDIS_URL
+from webhooks_worker import broker, celery_app
+from webhooks_worker.routing import FIRST_QUEUE, RETRY_QUEUE
+
+_BASE, _, _DB = TEST_REDIS_URL.rpartition("/")
+OTHER_REDIS_URL = f"{_BASE}/{int(_DB) % 15 + 1}"
+
+
+@pytest.fixture
+def producer() -> Iterator:
+    client = redis.Redis.from_url(OTHER_REDIS_URL)
+    client.flushdb()
+    with Connection(OTHER_REDIS_URL, transport=broker.TRANSPORT) as conn:
+        yield celery_app.app.amqp.Producer(conn, auto_declare=False)
+    client.flushdb()
+
+
+def _queued(queue: str) -> list[dict]:
+    """The messages waiting in ``queue``, oldest first (kombu pushes left, pops right)."""
+    client = redis.Redis.from_url(OTHER_REDIS_URL)
+    return [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
+
+
+def _args(message: dict) -> list:
+    args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert kwargs == {}
+    return args
+
+
+def test_first_tries_and_retries_go_to_their_own_queues(producer):
+    celery_app._publish(
+        producer,
+        "webhooks.deliver",
+        [(("whd-a", 1), None, None), (("whd-b", 2), None, None), (("whd-c", 1), None, None)],
+    )
+    assert [_args(m) for m in _queued(FIRST_QUEUE)] == [["whd-a", 1], ["whd-c", 1]]
+    assert [_args(m) for m in _queued(RETRY_QUEUE)] == [["whd-b", 2]]
+
+
+def test_a_published_task_is_the_message_celerys_send_task_makes(producer):
+    celery_app.app.send_task("webhooks.deliver", args=["whd-ref", 1], producer=producer)
+    celery_app._publish(producer, "webhooks.deliver", [(("whd-a", 1), None, None)])
+    reference, ours = _queued(FIRST_QUEUE)
+    assert set(ours) == set(reference)
+    assert set(ours["headers"]) == set(reference["headers"])
+    assert set(ours["properties"]) == set(reference["properties"])
+    assert ours["headers"]["task"] == "webhooks.deliver"
+    assert ours["headers"]["argsrepr"] == "['whd-a', 1]"
+    assert ours["headers"]["id"] == ours["properties"]["correlation_id"]
+    assert ours["headers"]["id"] != reference["headers"]["id"]
+    assert ours["properties"]["delivery_info"] == reference["properties"]["delivery_info"]
+
+
+def test_a_countdown_becomes_the_tasks_eta(producer):
+    before = datetime.now(UTC)
+    celery_app._publish(producer, "webhooks.deliver", [(("whd-a", 2), 30.0, None)])
+    (message,) = _queued(RETRY_QUEUE)
+    eta = datetime.fromisoformat(message["headers"]["eta"])
+    assert before + timedelta(seconds=30) <= eta <= datetime.now(UTC) + timedelta(seconds=30)
+
+
+def test_every_task_of_a_large_fan_out_is_published_once(producer):
+    calls = [((f"whd-{n}", 1), None, None) for n in range(1200)]  # more than one batch
+    with producer.batch(max_size=celery_app.PUBLISH_BATCH):
+        celery_app._publish(producer, "webhooks.deliver", calls)
+    queued = _queued(FIRST_QUEUE)
+    assert [_args(m)[0] for m in queued] == [f"whd-{n}" for n in range(1200)]
+    assert len({m["headers"]["id"] for m in queued}) == 1200
