@@ -487,15 +487,22 @@ def delivery_name(subscriptions: list[str], names: EventNames, payload_format: s
     if payload_format == "envelope":
         if not names.v1:
             return names.canonical
-        # SPEC 5: one delivery per endpoint, typed with the most specific
-        # name the endpoint asked for (sandbox.resumed over sandbox.started).
+        # SPEC 5: one delivery per endpoint, typed with the most specific name
+        # that matched (sandbox.resumed over sandbox.started). The canonical name,
+        # an E2B label (which stands for the most specific case: `resume`), a
+        # wildcard or the empty list reach the most specific /v1 name; /v1 names
+        # alone reach only themselves.
         exact_only = names.account_level
+        most_specific = names.v1[-1]
+        others = [name for name in names.all if name not in names.v1]
+        if not subscriptions or any(
+            _subscribed(subscriptions, name, exact_only=exact_only) for name in others
+        ):
+            return most_specific
         for name in reversed(names.v1):
             if _subscribed(subscriptions, name, exact_only=exact_only):
                 return name
-        # Matched through the canonical name, an E2B label, a wildcard or the
-        # empty list: the most specific /v1 name says the most.
-        return names.v1[-1]
+        return most_specific
     if payload_format == "e2b":
         # SPEC 4.2: the E2B label where the event has one, else the
         # canonical name (a stop, a snapshot, a payment).

@@ -308,6 +308,12 @@ def test_daytona_deliveries_carry_the_canonical_name():
         (["sandbox.*"], "sandbox.resumed"),
         (["*"], "sandbox.resumed"),
         ([], "sandbox.resumed"),
+        # The general /v1 name beside another that reaches the specific case.
+        (["sandbox.started", "resume"], "sandbox.resumed"),
+        (["resume", "sandbox.started"], "sandbox.resumed"),
+        (["sandbox.started", "sandbox.state.updated"], "sandbox.resumed"),
+        (["sandbox.started", "sandbox.*"], "sandbox.resumed"),
+        (["sandbox.started", "snapshot.*"], "sandbox.started"),
     ],
 )
 def test_envelope_delivery_prefers_the_most_specific_v1_name(subscriptions, expected):
