@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from shared.config import get_settings
 from shared.errors import DomainError
 
-from .context import authenticate_request, error_response, strict_json_loads
+from .context import NumberTooLarge, authenticate_request, error_response, strict_json_loads
 
 log = logging.getLogger("webhooks.api")
 
@@ -199,14 +199,16 @@ def _limit_and_parse_body() -> Response | None:
         return error_response(400, "Request body must be JSON (Content-Type: application/json)")
     try:
         g.json_body = strict_json_loads(data)
+    except NumberTooLarge:
+        return error_response(400, f"Request body {_TOO_LARGE_NUMBER}")
     except (ValueError, UnicodeDecodeError):
         return error_response(400, "Request body is not valid JSON")
     except RecursionError:
         return error_response(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep")
-    problem = _unstorable(g.json_body)
+    problem = _unstorable_body(g.json_body, batch=request.path in BATCH_PATHS)
     if problem:
         g.json_body = None
-        return error_response(400, f"Request body {problem}")
+        return error_response(400, problem)
     if len(data) > settings.max_payload_bytes and not isinstance(g.json_body, list):
         # Only an array of events may exceed the limit (SPEC 10), not one event alone.
         g.json_body = None
@@ -238,14 +240,29 @@ def _more_body_left() -> bool:
         return False
 
 
-def _unstorable(value: object) -> str | None:
+def _unstorable_body(body: object, *, batch: bool) -> str | None:
+    """What makes a request body unstorable, naming the event of an array (SPEC 6.4)."""
+    if batch and isinstance(body, list):
+        for index, event in enumerate(body):
+            problem = _unstorable(event, depth=2)
+            if problem:
+                return f"event {index}: {problem}"
+        return None
+    problem = _unstorable(body)
+    return f"Request body {problem}" if problem else None
+
+
+_TOO_LARGE_NUMBER = "contains a number too large to represent"
+
+
+def _unstorable(value: object, depth: int = 1) -> str | None:
     """Why a parsed JSON body cannot be stored and re-sent as it is, or None.
 
     PostgreSQL text and JSONB refuse NUL characters, UTF-8 cannot encode an unpaired
     surrogate (a lone ``\\ud800`` escape), and an overflowing number parses as infinity,
     which is not JSON; each would otherwise fail at the insert, as a 500.
     """
-    pending: list[tuple[object, int]] = [(value, 1)]  # a loop: no recursion on hostile input
+    pending: list[tuple[object, int]] = [(value, depth)]  # a loop: no recursion on hostile input
     while pending:
         item, depth = pending.pop()
         if depth > MAX_JSON_DEPTH:
@@ -263,7 +280,7 @@ def _unstorable(value: object) -> str | None:
             except UnicodeEncodeError:
                 return "contains an unpaired surrogate (\\ud800-\\udfff), which is not valid text"
         elif isinstance(item, float) and not math.isfinite(item):
-            return "contains a number too large to represent"
+            return _TOO_LARGE_NUMBER
     return None
 
 

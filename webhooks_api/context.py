@@ -144,13 +144,28 @@ def error_response(status: int, message: str, *, headers: dict | None = None) ->
     return response
 
 
+class NumberTooLarge(ValueError):
+    """A JSON integer with more digits than Python converts (sys.get_int_max_str_digits)."""
+
+
+def _parse_int(token: str) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        # Valid JSON, but past the interpreter's digit limit (4,300 by default).
+        raise NumberTooLarge(f"integer of {len(token)} digits") from None
+
+
 def strict_json_loads(data: str | bytes) -> object:
-    """JSON without NaN/Infinity, which are not JSON and cannot be stored or re-sent."""
+    """JSON without NaN/Infinity, which are not JSON and cannot be stored or re-sent.
+
+    An integer too long to convert raises ``NumberTooLarge`` (a ValueError).
+    """
 
     def _reject(token: str) -> float:
         raise ValueError(f"{token} is not valid JSON")
 
-    value = json.loads(data, parse_constant=_reject)
+    value = json.loads(data, parse_constant=_reject, parse_int=_parse_int)
     return value
 
 

@@ -108,22 +108,27 @@ class _Draft:
     target_endpoint_id: str | None = None
 
 
+def _required_string(value: object, name: str) -> str:
+    """A required non-empty string field of an event, or Invalid saying what is wrong."""
+    if value is None:
+        raise Invalid(f"{name} is required")
+    if not isinstance(value, str):
+        raise Invalid(f"{name} must be a string")
+    if not value:
+        raise Invalid(f"{name} must not be empty")
+    return value
+
+
 def _validate_platform_event(raw: object, max_bytes: int | None) -> _Draft:
     """A draft of one reported event; ``max_bytes`` None when its body was measured already."""
     if not isinstance(raw, dict):
         raise Invalid("an event must be a JSON object")
     fields = dict(raw)
-    event_type = fields.pop("event", None)
-    if not isinstance(event_type, str) or not event_type:
-        raise Invalid("event is required")
+    event_type = _required_string(fields.pop("event", None), "event")
     if event_type not in events.CATALOG:
         raise Invalid(f"Invalid event type: {event_type}")
-    org_id = fields.get("organizationId")
-    if not isinstance(org_id, str) or not org_id:
-        raise Invalid("organizationId is required")
-    resource_id = fields.get("id")
-    if not isinstance(resource_id, str) or not resource_id:
-        raise Invalid("id is required")
+    org_id = _required_string(fields.get("organizationId"), "organizationId")
+    _required_string(fields.get("id"), "id")
     event_id = _check_event_id(fields.pop("eventId", None))
     timestamp = fields.pop("timestamp", None)
     stamp = payloads.format_timestamp(

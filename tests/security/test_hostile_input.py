@@ -34,8 +34,20 @@ def _post(client, path: str, raw: bytes, headers: dict):
         (b'{"a\\u0000": "b"}', "NUL"),
         (b'{"n": 1e999}', "too large"),
         (b'{"n": -1e999}', "too large"),
+        # Valid JSON, past the interpreter's 4,300-digit limit for integers.
+        (b'{"n": ' + b"9" * 5000 + b"}", "number too large"),
     ],
-    ids=["deep-array", "deep-object", "depth-70", "surrogate", "nul", "nul-key", "inf", "-inf"],
+    ids=[
+        "deep-array",
+        "deep-object",
+        "depth-70",
+        "surrogate",
+        "nul",
+        "nul-key",
+        "inf",
+        "-inf",
+        "long-int",
+    ],
 )
 def test_unstorable_json_is_400_on_every_face(client, org, raw: bytes, error: str) -> None:
     for path, headers, shape in (
@@ -55,6 +67,20 @@ def test_unstorable_values_inside_an_event_are_400_naming_the_problem(client, or
         resp = _post(client, "/api/internal/events", raw, PLATFORM)
         assert resp.status_code == 400, (extra, resp.data)
         assert resp.json["statusCode"] == 400
+
+
+def test_an_unstorable_value_in_an_array_of_events_names_the_event(client, org) -> None:
+    for extra, problem in (
+        ({"metadata": {"k": "\ud800"}}, "unpaired surrogate"),
+        ({"note": "a\x00b"}, "NUL character"),
+        ({"n": "<1e999>"}, "number too large"),  # valid JSON that parses as infinity
+    ):
+        events = [_event(org.id), _event(org.id, **extra)]
+        raw = json.dumps(events).encode().replace(b'"<1e999>"', b"1e999")
+        resp = _post(client, "/api/internal/events", raw, PLATFORM)
+        assert resp.status_code == 400, (extra, resp.data)
+        assert resp.json["message"].startswith("event 1: "), resp.json
+        assert problem in resp.json["message"]
 
 
 @pytest.mark.parametrize(
