@@ -40,7 +40,7 @@ class Settings:
     init_max_retries: int
     data_dir: Path
     log_format: str = "text"
-    worker_concurrency: int = 64
+    worker_concurrency: int = 128
     # "async": the worker's delivery writes (claim, record, fan-out) do not wait for
     # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
     delivery_commit: str = "async"
@@ -352,7 +352,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         init_max_retries=_int(env, "WEBHOOKS_INIT_MAX_RETRIES", 10, 0, 1000),
         data_dir=data_dir,
         log_format=log_format,
-        worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 64, 1, 1000),
+        worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 128, 1, 1000),
         delivery_commit=delivery_commit,
         embedded=embedded,
     )

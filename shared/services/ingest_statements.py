@@ -97,49 +97,7 @@ def _unnest(name: str, item_type: Any) -> Any:
     return func.unnest(cast(bindparam(name), ARRAY(item_type)))
 
 
-# One delivery per target, each row joined to the message just written: when the
-# eventId was a repeat, the message CTE is empty and so is this insert.
-_DELIVERIES = (
-    insert(_D)
-    .from_select(
-        [
-            "id",
-            "message_id",
-            "endpoint_id",
-            "organization_id",
-            "event_type",
-            "max_attempts",
-            "status",
-            "attempt_count",
-            "extra_attempt_count",
-            "next_attempt_at",
-            "enqueued_at",
-            "created_at",
-            "updated_at",
-        ],
-        select(
-            _unnest("delivery_ids", String),
-            _MESSAGE.c.id,
-            _unnest("endpoint_ids", String),
-            bindparam("org"),
-            _unnest("event_types", String),
-            _unnest("max_attempts", Integer),
-            literal("pending"),
-            literal(0),
-            literal(0),
-            _NOW,
-            _NOW,
-            _NOW,
-            _NOW,
-        ).select_from(_MESSAGE),
-    )
-    .returning(_D.c.id)
-    .cte("deliveries")
-)
-
-STORE = select(_MESSAGE.c.id).add_cte(_DELIVERIES)
-
-# The columns of a fan-out's deliveries that differ from row to row.
+# The columns of new deliveries that differ from row to row, in this order...
 DELIVERY_COLUMNS = (
     "id",
     "message_id",
@@ -148,6 +106,39 @@ DELIVERY_COLUMNS = (
     "event_type",
     "max_attempts",
 )
+# ...and those every new delivery starts with: pending, nothing tried, due now.
+_PENDING_COLUMNS = (
+    "status",
+    "attempt_count",
+    "extra_attempt_count",
+    "next_attempt_at",
+    "enqueued_at",
+    "created_at",
+    "updated_at",
+)
+_PENDING_VALUES = (literal("pending"), literal(0), literal(0), _NOW, _NOW, _NOW, _NOW)
+
+# One delivery per target, each row joined to the message just written: when the
+# eventId was a repeat, the message CTE is empty and so is this insert.
+_DELIVERIES = (
+    insert(_D)
+    .from_select(
+        [*DELIVERY_COLUMNS, *_PENDING_COLUMNS],
+        select(
+            _unnest("delivery_ids", String),
+            _MESSAGE.c.id,
+            _unnest("endpoint_ids", String),
+            bindparam("org"),
+            _unnest("event_types", String),
+            _unnest("max_attempts", Integer),
+            *_PENDING_VALUES,
+        ).select_from(_MESSAGE),
+    )
+    .returning(_D.c.id)
+    .cte("deliveries")
+)
+
+STORE = select(_MESSAGE.c.id).add_cte(_DELIVERIES)
 
 # The deliveries of a fan-out of any size, in one statement of seven parameters: each
 # column's values as one array. A multi-row VALUES list (SQLAlchemy's executemany) cost
@@ -157,28 +148,13 @@ DELIVERY_COLUMNS = (
 _FAN_OUT = (
     insert(_D)
     .from_select(
-        [
-            *DELIVERY_COLUMNS,
-            "status",
-            "attempt_count",
-            "extra_attempt_count",
-            "next_attempt_at",
-            "enqueued_at",
-            "created_at",
-            "updated_at",
-        ],
+        [*DELIVERY_COLUMNS, *_PENDING_COLUMNS],
         select(
             *(
                 _unnest(f"p_{name}", Integer if name == "max_attempts" else String)
                 for name in DELIVERY_COLUMNS
             ),
-            literal("pending"),
-            literal(0),
-            literal(0),
-            _NOW,
-            _NOW,
-            _NOW,
-            _NOW,
+            *_PENDING_VALUES,
         ),
     )
     .on_conflict_do_nothing(index_elements=[_D.c.message_id, _D.c.endpoint_id])

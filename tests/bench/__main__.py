@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument(
-        "--concurrency", type=int, default=64, help="threads per worker process (Procfile: 64)"
+        "--concurrency", type=int, default=128, help="threads per worker process (Procfile: 128)"
     )
     parser.add_argument(
         "--worker-nice",

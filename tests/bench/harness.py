@@ -36,7 +36,7 @@ class BenchConfig:
     scenarios: list[int]
     scale: float = 1.0
     workers: int = 1
-    concurrency: int = 64
+    concurrency: int = 128
     worker_nice: int = 10
     api_workers: int = 1
     api_threads: int = 100
