@@ -28,6 +28,7 @@ from queue import Empty
 from time import monotonic
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
@@ -70,10 +71,17 @@ class Channel(kombu_redis.Channel):
         if room <= 1:
             return 1
         if self._has_blmpop is None:
+            self._has_blmpop = self._server_has_blmpop()
+        return min(room, MAX_BATCH) if self._has_blmpop else 1
+
+    def _server_has_blmpop(self) -> bool:
+        # A managed Redis may refuse INFO or report an odd version: then BRPOP, as kombu.
+        try:
             with self.conn_or_acquire() as client:
                 version = str(client.info("server").get("redis_version", "0"))
-            self._has_blmpop = int(version.split(".")[0]) >= 7
-        return min(room, MAX_BATCH) if self._has_blmpop else 1
+            return int(version.split(".")[0]) >= 7
+        except (redis.RedisError, ValueError):
+            return False
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         size = self._batch_size()
