@@ -266,7 +266,8 @@ def validate_target_url(url: str, allow: AllowList, *, resolve: bool = True) -> 
     if "@" in parts.netloc:
         raise Invalid("URL must not contain credentials")
     try:
-        # urllib3 is what delivers, so its reading of the host is the one to check.
+        # urllib3's reading of the host (the one the delivery client hands to libcurl for
+        # a non-ASCII URL); the address libcurl dials is checked again at delivery.
         parsed = parse_url(url)
         port = parts.port
     except (LocationParseError, ValueError):

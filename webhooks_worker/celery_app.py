@@ -44,8 +44,9 @@ def make_celery() -> Celery:
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
         # Enforced by the prefork pool only. On the thread pool the Procfile runs, an
-        # attempt is bounded by the HTTP client's own total deadline (a watchdog cuts the
-        # socket, shared.http) and a worker that dies is covered by the renewed lease.
+        # attempt is bounded by the HTTP client's own total deadline (libcurl's
+        # CURLOPT_TIMEOUT_MS, shared.http) and a worker that dies is covered by the
+        # renewed lease.
         task_time_limit=TASK_TIME_LIMIT,
         task_soft_time_limit=TASK_TIME_LIMIT - 20,
         task_default_queue="webhooks",

@@ -24,7 +24,7 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("json", ("/json/", "simplejson")),
     ("signing (hmac/base64)", ("shared/signing.py", "/hmac.py", "/base64.py")),
     ("secret decryption (Fernet)", ("cryptography/", "shared/crypto.py")),
-    ("http client (urllib3/http.client)", ("urllib3/", "/http/client.py", "shared/http.py")),
+    ("http client (pycurl)", ("shared/http.py", "urllib3/", "/http/client.py")),
     ("postgres driver (psycopg2)", ("psycopg2",)),
     ("sqlalchemy", ("sqlalchemy/",)),
     ("redis-py", ("redis/",)),
