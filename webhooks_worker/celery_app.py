@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -224,6 +225,15 @@ def broker_eviction_warning(broker_url: str) -> str | None:
 def _skip_pre_ping(**_kwargs) -> None:
     # Before any task runs: a ping per transaction is a round trip on the hot path.
     db.skip_pre_ping()
+
+
+@signals.worker_ready.connect
+@signals.worker_process_init.connect
+def _freeze_startup_objects(**_kwargs) -> None:
+    # Celery, kombu, SQLAlchemy and our modules leave ~130,000 long-lived objects that every
+    # full collection walks with the GIL held: 114 ms with all 128 threads stopped, seen in
+    # the benchmark's latency scenario. Frozen, a full collection walks only what came since.
+    gc.freeze()
 
 
 @signals.worker_ready.connect
