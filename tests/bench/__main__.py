@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         parser.error("--scale must be in (0, 10]")
     if not args.database_url.rsplit("/", 1)[-1].startswith("webhooks_bench"):
         parser.error("--database-url must name a database starting with webhooks_bench")
+    if args.py_spy and not pyspy.available():
+        parser.error("--py-spy needs py-spy on the PATH: pip install -e '.[bench]'")
     return BenchConfig(
         scenarios=scenarios,
         scale=args.scale,
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     stack = Stack(config, run_dir)
     sampler: RssSampler | None = None
-    recorder = pyspy.Recorder(run_dir) if config.py_spy and pyspy.available() else None
+    recorder = pyspy.Recorder(run_dir) if config.py_spy else None
     status = 0
     try:
         results["versions"] = versions(config.database_url, config.redis_url)
