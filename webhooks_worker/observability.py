@@ -36,7 +36,11 @@ def process_role(argv: list[str] | None = None) -> str:
 def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
     """Replace Celery's logging setup with ours (text or JSON lines, secrets scrubbed)."""
     level = loglevel or "INFO"
-    logs.configure_logging(get_settings().log_format, process=process_role(), level=level)
+    role = process_role()
+    # A worker's many threads hand their lines to one writer thread (shared.logs).
+    logs.configure_logging(
+        get_settings().log_format, process=role, level=level, background=role == "worker"
+    )
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if isinstance(numeric, int) and numeric >= logging.INFO:
         # Celery's "Task ... received" and "Task ... succeeded" lines, two per task: at a

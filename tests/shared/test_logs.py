@@ -130,3 +130,61 @@ def test_every_worker_line_about_a_delivery_names_its_message_endpoint_and_org(
         assert line["endpoint_id"] == endpoint_id, line
         assert line["organization_id"] == org.id, line
         assert line["task_name"] == "webhooks.deliver", line
+
+
+def test_background_lines_keep_their_order_ids_and_arguments():
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = logs.configure_logging("json", process="worker", stream=stream, background=True)
+    log = logging.getLogger("webhooks.test")
+    arguments = {"n": 1}
+    try:
+        with logs.bind_context(task_id="t-bg", delivery_id="whd-bg"):
+            for n in range(200):
+                log.warning("line %d of %s", n, arguments)
+        arguments["n"] = 2  # changed after logging: the line shows what was logged
+        log.warning("outside")
+        try:
+            raise ValueError("boom whsec_c2VjcmV0c2VjcmV0")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        logs.stop_background()  # writes what is queued, in order
+        root.removeHandler(handler)
+        root.setLevel(level)
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines[:200]] == [
+        f"line {n} of {{'n': 1}}" for n in range(200)
+    ]
+    for line in lines[:200]:
+        assert line["task_id"] == "t-bg" and line["delivery_id"] == "whd-bg"
+    assert lines[200]["message"] == "outside" and "task_id" not in lines[200]
+    assert "ValueError: boom" in lines[201]["exception"]
+    assert "c2VjcmV0" not in lines[201]["exception"]
+
+
+def test_a_forked_child_writes_its_background_lines_itself(tmp_path):
+    import os
+
+    path = tmp_path / "log.jsonl"
+    root = logging.getLogger()
+    level = root.level
+    with path.open("w", buffering=1) as stream:
+        handler = logs.configure_logging("json", process="worker", stream=stream, background=True)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: its parent's writer thread did not come along
+                try:
+                    logging.getLogger("webhooks.test").warning("from the child")
+                    logs.stop_background()
+                finally:
+                    os._exit(0)
+            assert os.waitpid(pid, 0)[1] == 0
+            logging.getLogger("webhooks.test").warning("from the parent")
+        finally:
+            logs.stop_background()
+            root.removeHandler(handler)
+            root.setLevel(level)
+    messages = [json.loads(x)["message"] for x in path.read_text().splitlines()]
+    assert messages == ["from the child", "from the parent"]
