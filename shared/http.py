@@ -276,10 +276,15 @@ class DeliveryClient:
         user_agent: str,
         max_body: int = 4096,
         pool_maxsize: int = 100,
+        max_idle: int | None = None,
     ) -> None:
         self.allow = allow
         self.max_body = max_body
         self._pool_maxsize = pool_maxsize
+        # Idle handles kept over all hosts (~50 KB each with its connection): a worker
+        # posting to many hosts keeps the most recently used ones, not every host's peak.
+        self._max_idle = max_idle if max_idle is not None else 2 * pool_maxsize
+        self._idle = 0
         self._user_agent = f"User-Agent: {user_agent}"
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -295,11 +300,13 @@ class DeliveryClient:
                 # closing them here could end the parent's TLS sessions; keep them unused.
                 self._forked.append((self._share, self._pools))
                 self._pid, self._share, self._pools = os.getpid(), None, OrderedDict()
+                self._idle = 0
             if self._share is None:
                 self._share = _new_share()
             idle = self._pools.get(key)
             if idle:
                 self._pools.move_to_end(key)
+                self._idle -= 1
                 return idle.pop()
             share = self._share
         return _Transfer(self, share)
@@ -315,18 +322,36 @@ class DeliveryClient:
                 self._pools.move_to_end(key)
                 if len(idle) < self._pool_maxsize:
                     idle.append(transfer)
+                    self._idle += 1
                 else:
                     closing.append(transfer)
                 while len(self._pools) > _NUM_POOLS:
-                    closing.extend(self._pools.popitem(last=False)[1])
+                    evicted = self._pools.popitem(last=False)[1]
+                    self._idle -= len(evicted)
+                    closing.extend(evicted)
+                while self._idle > self._max_idle:
+                    # The least recently used host gives up its oldest idle handle.
+                    oldest_key, oldest = next(iter(self._pools.items()))
+                    if oldest:
+                        closing.append(oldest.pop(0))
+                        self._idle -= 1
+                    if not oldest:
+                        del self._pools[oldest_key]
         for extra in closing:
             extra.curl.close()
+
+    @property
+    def idle_handles(self) -> dict[str, int]:
+        """How many idle handles (each with its connection) are kept, per host."""
+        with self._lock:
+            return {key: len(idle) for key, idle in self._pools.items() if idle}
 
     def close(self) -> None:
         """Close every pooled connection."""
         with self._lock:
             pools, self._pools = self._pools, OrderedDict()
             self._share = None
+            self._idle = 0
         for idle in pools.values():
             for transfer in idle:
                 transfer.curl.close()

@@ -495,3 +495,50 @@ def test_allowed_names_connect_and_keep_the_host_header(client, serve) -> None:
 def test_public_literals_pass_validation_without_any_traffic() -> None:
     for url in ["http://93.184.216.34/hook", "https://[2606:4700::1]/hook"]:
         assert validate_target_url(url, AllowList()) == url
+
+
+def answer_together(n: int) -> Handler:
+    """Answers nothing until n requests have arrived (so n connections are open at once)."""
+    arrived = [0]
+    lock = threading.Lock()
+    gathered = threading.Event()
+
+    def handle(conn: socket.socket, receiver: Receiver) -> None:
+        while receiver.read_request(conn) is not None:
+            with lock:
+                arrived[0] += 1
+                if arrived[0] >= n:
+                    gathered.set()
+            gathered.wait(5)
+            conn.sendall(response("200 OK", body=b"ok"))
+
+    return handle
+
+
+def test_idle_connections_are_capped_over_all_hosts(serve) -> None:
+    receivers = [serve(answer_together(3)) for _ in range(4)]
+    delivery = DeliveryClient(allow=LOOPBACK, user_agent="t", pool_maxsize=3, max_idle=4)
+    try:
+        for receiver in receivers:
+            # Three posts at once: the host's pool grows to three handles.
+            threads = [
+                threading.Thread(target=post, args=(delivery, receiver.address()))
+                for _ in range(3)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert receiver.connections == 3 and len(receiver.requests) == 3
+        idle = delivery.idle_handles
+        # Four kept in all, the most recently used host's first; older hosts gave theirs up.
+        assert sum(idle.values()) == 4
+        newest = receivers[-1].address().rsplit("/", 1)[0].lower()
+        assert idle[newest] == 3
+        # A host whose handles were closed gets a new connection and is served as before.
+        first = receivers[0]
+        assert post(delivery, first.address()).ok
+        assert first.connections == 4
+    finally:
+        delivery.close()
+    assert delivery.idle_handles == {}
