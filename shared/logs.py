@@ -107,9 +107,13 @@ def reset_context(token: contextvars.Token) -> None:
 
 
 class _DeliveryIds:
-    """A bounded map delivery id -> (message, endpoint, organization), which never change."""
+    """A bounded map delivery id -> (message, endpoint, organization), which never change.
 
-    def __init__(self, size: int = 10_000) -> None:
+    Lines about a delivery come while a task works on it, so the deliveries a worker holds
+    (its threads and prefetched tasks) are what must fit; ~400 bytes an entry.
+    """
+
+    def __init__(self, size: int = 2_048) -> None:
         self._size = size
         self._ids: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self._lock = threading.Lock()
