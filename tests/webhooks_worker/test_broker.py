@@ -7,12 +7,13 @@ drives them; messages are read back from Redis or consumed.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, uuid
 from kombu import Connection, Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
@@ -244,3 +245,64 @@ def test_a_read_never_takes_more_than_the_prefetch_limit_leaves_room_for(
         assert redis_client.llen("broker-test") == 42
         for message in held[3:]:
             message.ack()
+
+
+def _publish_tasks(connection: Connection, queue: Queue, count: int, countdown: float | None):
+    """``count`` deliver tasks as the service publishes them (Celery's message format)."""
+    amqp = celery_app.app.amqp
+    with connection.Producer() as producer:
+        for n in range(count):
+            message = amqp.create_task_message(
+                uuid(), "webhooks.deliver", [f"whd-{n}", 2], {}, countdown, ignore_result=True
+            )
+            amqp.send_task_message(
+                producer,
+                "webhooks.deliver",
+                message,
+                exchange=queue.exchange,
+                routing_key="broker-test",
+                declare=[],
+            )
+
+
+def _take(connection: Connection, queue: Queue, count: int) -> list:
+    taken: list = []
+
+    def take(body, message) -> None:
+        taken.append(message)
+        message.ack()
+
+    with connection.Consumer(queue, callbacks=[take], accept=["json"]):
+        while len(taken) < count:
+            connection.drain_events(timeout=5)
+    return taken
+
+
+def test_countdown_tasks_are_held_with_their_repeated_strings_shared(
+    connection, queue, redis_client
+):
+    _publish_tasks(connection, queue, 2, countdown=600)
+    sent = [json.loads(raw) for raw in reversed(redis_client.lrange("broker-test", 0, -1))]
+    first, second = _take(connection, queue, 2)
+    # Exactly what was sent, field for field...
+    for n, (message, raw) in enumerate(zip((first, second), sent, strict=True)):
+        assert message.headers == raw["headers"] and message.properties == raw["properties"]
+        assert message.decode()[0] == [f"whd-{n}", 2]
+    # ...with one object for what every message repeats, and for the id Celery repeats.
+    assert first.headers["task"] is second.headers["task"] == "webhooks.deliver"
+    assert (
+        first.properties["delivery_info"]["routing_key"]
+        is (second.properties["delivery_info"]["routing_key"])
+    )
+    for one, other in zip(first.headers, second.headers, strict=True):
+        assert one is other
+    assert first.headers["root_id"] is first.headers["id"] is first.properties["correlation_id"]
+    assert first.headers["id"] != second.headers["id"]
+
+
+def test_tasks_to_run_now_are_delivered_as_they_came(connection, queue, redis_client):
+    _publish_tasks(connection, queue, 2, countdown=None)
+    first, second = _take(connection, queue, 2)
+    assert first.headers["eta"] is None and first.decode()[0] == ["whd-0", 2]
+    # Nothing shared: a task run at once is not held, so there is nothing to save.
+    assert first.headers["task"] is not second.headers["task"]
