@@ -173,8 +173,15 @@ def known_delivery(delivery_id: str) -> dict[str, str]:
     return dict(zip(("message_id", "endpoint_id", "organization_id"), known, strict=True))
 
 
+# Where the handoff to the writer thread leaves the ids it worked out for a record.
+_PREPARED_IDS = "_webhooks_ids"
+
+
 def record_ids(record: logging.LogRecord) -> dict[str, Any]:
     """The delivery ids (and task fields) that belong on this record's line."""
+    prepared = getattr(record, _PREPARED_IDS, None)
+    if prepared is not None:
+        return prepared
     fields: dict[str, Any] = {}
     bound = {**_celery_task_fields(record), **(_context.get() or {})}
     for name in CONTEXT_FIELDS + PASSTHROUGH_FIELDS:
@@ -290,9 +297,11 @@ class _Handoff(logging.handlers.QueueHandler):
     """
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        for name, value in record_ids(record).items():
+        ids = record_ids(record)
+        for name, value in ids.items():
             if getattr(record, name, None) is None:
                 setattr(record, name, value)
+        setattr(record, _PREPARED_IDS, ids)  # the formatter's, without working them out again
         record.msg, record.args = record.getMessage(), None
         return record
 
