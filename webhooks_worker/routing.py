@@ -24,8 +24,17 @@ TASK_QUEUES = (
 )
 
 
+SWEEP_TASK = "webhooks.sweep"
+
+
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_kw: Any):
-    """Celery router: scheduled tries after the first go to the retry queue."""
+    """Celery router: scheduled tries after the first, and beat's sweep, go to the retry queue.
+
+    The sweep hands retries with long waits to the broker shortly before they are due:
+    behind a burst of first attempts it would hand them over late.
+    """
+    if name == SWEEP_TASK:
+        return {"queue": RETRY_QUEUE}
     if name != DELIVER_TASK:
         return None
     try_number = args[1] if args and len(args) > 1 else (kwargs or {}).get("try_number", 1)

@@ -54,6 +54,14 @@ def test_first_tries_and_retries_go_to_their_own_queues(producer):
     assert [_args(m) for m in _queued(RETRY_QUEUE)] == [["whd-b", 2]]
 
 
+def test_beats_sweep_goes_with_the_retries_it_hands_over(producer):
+    # As beat sends it: behind a burst of first attempts it would hand retries over late.
+    celery_app.app.send_task("webhooks.sweep", producer=producer)
+    celery_app.app.send_task("webhooks.purge", producer=producer)
+    assert [m["headers"]["task"] for m in _queued(RETRY_QUEUE)] == ["webhooks.sweep"]
+    assert [m["headers"]["task"] for m in _queued(FIRST_QUEUE)] == ["webhooks.purge"]
+
+
 def test_a_published_task_is_the_message_celerys_send_task_makes(producer):
     celery_app.app.send_task("webhooks.deliver", args=["whd-ref", 1], producer=producer)
     celery_app._publish(producer, "webhooks.deliver", [(("whd-a", 1), None, None)])

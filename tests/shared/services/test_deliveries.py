@@ -464,3 +464,87 @@ def test_a_manual_request_for_a_deleted_endpoint_is_dropped(client, org, receive
     assert outcome.skipped == "cancelled"
     assert receiver.requests == []
     assert _requests(delivery_id) == []
+
+
+def test_a_retry_due_in_more_than_a_minute_waits_for_the_sweep_not_in_a_worker(
+    client, org, receiver, worker
+):
+    # Retry-After asks for 2 minutes: past what a worker is given to hold.
+    receiver.reply(503, headers={"Retry-After": "120"})
+    _endpoint(client, org, receiver.url)
+    delivery_id = accept_without_broker(org.id)
+    before = utcnow()
+    outcome = deliveries.run_scheduled_try(
+        get_sessionmaker(), _client(), delivery_id=delivery_id, try_number=1
+    )
+    assert (outcome.delivery_status, outcome.next_try) == ("pending", 2)
+    assert outcome.countdown >= 120
+    delivery = _delivery(delivery_id)
+    assert delivery.enqueued_at is None  # no task: the row alone knows it is due
+    assert delivery.next_attempt_at >= before + timedelta(seconds=120)
+    # Not yet: the sweep hands a try over only shortly before it is due.
+    with session_scope() as session:
+        assert deliveries.sweep_due(session)["deliveries"] == 0
+    receiver.reply(200)
+    due = utcnow() + timedelta(seconds=2)
+    with session_scope() as session:
+        session.execute(update(Delivery).values(next_attempt_at=due))
+    with session_scope() as session:
+        assert deliveries.sweep_due(session)["deliveries"] == 1
+        assert deliveries.sweep_due(session)["deliveries"] == 0  # handed over once
+    # The worker holds it until its due time, then posts it.
+    receiver.wait_for(2)
+    wait_until(lambda: _delivery(delivery_id).status == "delivered")
+    second = session_attempt_times(delivery_id)[1]
+    assert due <= second <= due + timedelta(seconds=2)
+    assert len(receiver.requests) == 2
+
+
+def session_attempt_times(delivery_id: str) -> list:
+    """When each attempt of a delivery began, oldest first."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(Attempt.created_at, Attempt.duration_ms)
+            .where(Attempt.delivery_id == delivery_id)
+            .order_by(Attempt.created_at)
+        ).all()
+    return [created - timedelta(milliseconds=ms or 0) for created, ms in rows]
+
+
+def test_one_sweep_hands_over_every_due_try_in_batches(client, org, receiver, worker, monkeypatch):
+    monkeypatch.setattr(deliveries, "SWEEP_BATCH", 3)
+    _endpoint(client, org, receiver.url)
+    for n in range(7):
+        accept_without_broker(org.id, id=f"sbx-{n}")
+    with session_scope() as session:
+        soon = utcnow() + timedelta(seconds=1)
+        session.execute(update(Delivery).values(next_attempt_at=soon, enqueued_at=None))
+    with session_scope() as session:
+        assert deliveries.sweep_due(session)["deliveries"] == 7
+    receiver.wait_for(7)
+
+    def delivered() -> int:
+        with session_scope() as session:
+            return session.scalars(select(Delivery.status)).all().count("delivered")
+
+    wait_until(lambda: delivered() == 7)
+    assert len(receiver.requests) == 7
+
+
+def test_a_try_that_comes_far_too_early_is_left_to_the_sweep(client, org, receiver):
+    _endpoint(client, org, receiver.url)
+    delivery_id = accept_without_broker(org.id)
+    with session_scope() as session:
+        # Its due time moved five minutes on while a task for it was in the broker.
+        session.execute(
+            update(Delivery).values(
+                next_attempt_at=utcnow() + timedelta(seconds=300), enqueued_at=utcnow()
+            )
+        )
+    outcome = deliveries.run_scheduled_try(
+        get_sessionmaker(), _client(), delivery_id=delivery_id, try_number=1
+    )
+    assert outcome.skipped == "early"
+    assert receiver.requests == []
+    # Marked as in no broker, so that the sweep hands it over before it is due.
+    assert _delivery(delivery_id).enqueued_at is None
