@@ -103,7 +103,7 @@ def make_celery() -> Celery:
             else {}
         ),
         beat_schedule={
-            "sweep-due-deliveries": {"task": "webhooks.sweep", "schedule": 10.0},
+            "sweep-due-deliveries": {"task": "webhooks.sweep", "schedule": 5.0},
             "retry-failed-initializations": {
                 "task": "webhooks.retry_initializations",
                 "schedule": 15.0,

@@ -880,12 +880,14 @@ def request_manual_attempt(session: Session, *, delivery_id: str, trigger: str =
 
 # A try overdue by this much, and not held by a live worker, is presumed lost by the broker.
 OVERDUE_AFTER = timedelta(seconds=15)
-# The sweep hands long waits to the broker this far ahead of their due time.
-LOOKAHEAD = timedelta(seconds=30)
+# The sweep hands long waits to the broker this far ahead of their due time: a sweep
+# interval (5 s) plus 10 s for the sweep's own task to be taken and run. Not more, since
+# every try handed over sits in a worker's memory until it is due.
+LOOKAHEAD = timedelta(seconds=15)
 # After re-enqueueing a try, give the broker this long before doing it again.
 REENQUEUE_EVERY = timedelta(seconds=60)
 SWEEP_BATCH = 2000
-# Batches one sweep may take: enough for 20,000 tries every 10 s (more than workers post),
+# Batches one sweep may take: enough for 20,000 tries every 5 s (more than workers post),
 # since with long waits left to the sweep a storm's retries all come through it.
 SWEEP_ROUNDS = 10
 

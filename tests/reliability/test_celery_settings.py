@@ -52,6 +52,15 @@ def test_a_lost_try_is_found_well_within_the_recovery_bound():
     assert deliveries.LEASE_SECONDS >= 3 * deliveries.LEASE_RENEW_EVERY
 
 
+def test_the_sweep_hands_a_long_wait_over_before_it_is_due():
+    sweep_every = app.conf.beat_schedule["sweep-due-deliveries"]["schedule"]
+    # Seen by a sweep at most sweep_every after entering the lookahead, the try must still
+    # leave 10 s for the sweep's task to be taken and its tries published.
+    assert deliveries.LOOKAHEAD.total_seconds() - sweep_every >= 10
+    # Only long waits go through the sweep: shorter ones are countdowns from the start.
+    assert deliveries.LOOKAHEAD.total_seconds() < deliveries.MAX_BROKER_COUNTDOWN
+
+
 def test_a_hung_broker_fails_an_enqueue_in_bounded_time():
     options = app.conf.broker_transport_options
     assert options["socket_timeout"] <= 5 and options["socket_connect_timeout"] <= 5
