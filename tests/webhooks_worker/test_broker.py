@@ -60,17 +60,22 @@ def queue(connection: Connection) -> Queue:
     return declared
 
 
-def _consume(connection: Connection, queue: Queue, count: int) -> list:
-    bodies: list = []
+def _take(connection: Connection, queue: Queue, count: int) -> list:
+    """Consume and acknowledge ``count`` messages; the messages, in arrival order."""
+    taken: list = []
 
-    def take(body, message) -> None:
-        bodies.append(body)
+    def take(_body, message) -> None:
+        taken.append(message)
         message.ack()
 
     with connection.Consumer(queue, callbacks=[take], accept=["json"]):
-        while len(bodies) < count:
+        while len(taken) < count:
             connection.drain_events(timeout=5)
-    return bodies
+    return taken
+
+
+def _consume(connection: Connection, queue: Queue, count: int) -> list:
+    return [message.decode() for message in _take(connection, queue, count)]
 
 
 def test_the_app_uses_this_transport_for_a_redis_broker(make_app):
@@ -263,19 +268,6 @@ def _publish_tasks(connection: Connection, queue: Queue, count: int, countdown: 
                 routing_key="broker-test",
                 declare=[],
             )
-
-
-def _take(connection: Connection, queue: Queue, count: int) -> list:
-    taken: list = []
-
-    def take(body, message) -> None:
-        taken.append(message)
-        message.ack()
-
-    with connection.Consumer(queue, callbacks=[take], accept=["json"]):
-        while len(taken) < count:
-            connection.drain_events(timeout=5)
-    return taken
 
 
 def test_countdown_tasks_are_held_with_their_repeated_strings_shared(
