@@ -169,7 +169,7 @@ def compact_if_held(payload: Any) -> Any:
     """``payload`` with its repeated strings shared, when it is a countdown task.
 
     A worker holds a countdown task in memory until it is due, as the decoded message
-    (kept whole by kombu) and Celery's request: ~8.3 KB a task, half of it the ~57 strings
+    (kept whole by kombu) and Celery's request: ~8.5 KB a task, half of it the ~57 strings
     and dicts of the message, most of them the same in every message. A retry storm holds
     thousands of them. Tasks to run at once are left as they are (nothing to save).
     """

@@ -40,7 +40,8 @@ JITTER = 0.2
 # (worker_eta_task_limit): holding every 5-minute retry of a receiver that is down, as a
 # 15-minute bound did, made workers' memory grow with the outage (benchmark scenario 5 on
 # the default schedule, 20,000 retries due in 5 minutes: peak RSS of two workers 405 MB,
-# 345 MB with this bound) and, at the limit, would stop a worker taking any task at all.
+# 321 MB with this bound and the sweep's lookahead below) and, at the limit, would stop a
+# worker taking any task at all.
 # Longer waits stay in the database; beat's sweep hands each try to the broker LOOKAHEAD
 # before it is due, with its exact due time as the task's ETA.
 MAX_BROKER_COUNTDOWN = 60.0
