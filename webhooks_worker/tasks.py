@@ -124,12 +124,18 @@ def _log_outcome(outcome: deliveries.Outcome, try_number: int | None) -> None:
     )
 
 
-def _broker_backlog() -> int:
-    """Tasks waiting in the broker's queues (0 when unknown: the sweep then does its work)."""
+def _broker_backlog() -> int | None:
+    """Tasks waiting in the broker's queues; None when the broker did not answer.
+
+    Under full load a worker thread can wait for the GIL longer than the read's timeout:
+    taking that for an empty broker made the sweep re-enqueue every overdue try behind a
+    long queue (thousands of duplicates in benchmark scenario 1).
+    """
     from shared.metrics import broker_gauges
 
     try:
-        gauges = broker_gauges(get_settings()) or {}
-    except Exception:  # noqa: BLE001 - an unreachable broker is what the sweep recovers from
-        return 0
+        gauges = broker_gauges(get_settings()) or {}  # None: the embedded broker, no gauges
+    except Exception as exc:  # noqa: BLE001 - reported; the sweep still hands over long waits
+        log.warning("sweep: broker backlog unknown (%s); overdue tries wait for a sweep", exc)
+        return None
     return int(sum(v for k, v in gauges.items() if k.startswith("queue:")))

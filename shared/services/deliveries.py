@@ -899,16 +899,18 @@ SWEEP_ROUNDS = 10
 BACKLOG_LIMIT = 500
 
 
-def sweep_due(session: Session, *, backlog: int = 0) -> dict[str, int]:
+def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
     """Enqueue tries that are due but not in the broker, and fan-outs that never ran.
 
-    ``backlog`` is the number of tasks waiting in the broker. Two sweeps at once (two
-    beats by mistake) only enqueue a task twice; the claim in ``run_scheduled_try`` makes
-    the second one a no-op.
+    ``backlog`` is the number of tasks waiting in the broker, None when the broker did
+    not say: then overdue tries are left alone as behind a long queue (re-enqueueing all
+    of them into a busy broker would only add duplicates), and tries never handed over
+    are handed over as always. Two sweeps at once (two beats by mistake) only enqueue a
+    task twice; the claim in ``run_scheduled_try`` makes the second one a no-op.
     """
     now = utcnow()
     counts = {"deliveries": 0, "fanouts": 0, "manual": 0}
-    congested = backlog >= BACKLOG_LIMIT
+    congested = backlog is None or backlog >= BACKLOG_LIMIT
     lease_free = or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now)
     never_enqueued = and_(
         Delivery.enqueued_at.is_(None), Delivery.next_attempt_at <= now + LOOKAHEAD
