@@ -470,6 +470,17 @@ def test_a_manual_request_for_a_deleted_endpoint_is_dropped(client, org, receive
     assert _requests(delivery_id) == []
 
 
+def _attempt_starts(delivery_id: str) -> list:
+    """When each attempt of a delivery began, oldest first."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(Attempt.created_at, Attempt.duration_ms)
+            .where(Attempt.delivery_id == delivery_id)
+            .order_by(Attempt.created_at)
+        ).all()
+    return [created - timedelta(milliseconds=ms or 0) for created, ms in rows]
+
+
 def test_a_retry_due_in_more_than_a_minute_waits_for_the_sweep_not_in_a_worker(
     client, org, receiver, worker
 ):
@@ -499,20 +510,9 @@ def test_a_retry_due_in_more_than_a_minute_waits_for_the_sweep_not_in_a_worker(
     # The worker holds it until its due time, then posts it.
     receiver.wait_for(2)
     wait_until(lambda: _delivery(delivery_id).status == "delivered")
-    second = session_attempt_times(delivery_id)[1]
+    second = _attempt_starts(delivery_id)[1]
     assert due <= second <= due + timedelta(seconds=2)
     assert len(receiver.requests) == 2
-
-
-def session_attempt_times(delivery_id: str) -> list:
-    """When each attempt of a delivery began, oldest first."""
-    with session_scope() as session:
-        rows = session.execute(
-            select(Attempt.created_at, Attempt.duration_ms)
-            .where(Attempt.delivery_id == delivery_id)
-            .order_by(Attempt.created_at)
-        ).all()
-    return [created - timedelta(milliseconds=ms or 0) for created, ms in rows]
 
 
 def test_one_sweep_hands_over_every_due_try_in_batches(client, org, receiver, worker, monkeypatch):
