@@ -41,6 +41,9 @@ class Settings:
     data_dir: Path
     log_format: str = "text"
     worker_concurrency: int = 128
+    # Threads a worker runs while its posts answer quickly; it grows towards
+    # worker_concurrency as posts wait on slow receivers (webhooks_worker.elastic_threads).
+    worker_core_threads: int = 16
     # "async": the worker's delivery writes (claim, record, fan-out) do not wait for
     # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
     delivery_commit: str = "async"
@@ -353,6 +356,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         log_format=log_format,
         worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 128, 1, 1000),
+        worker_core_threads=_int(env, "WEBHOOKS_WORKER_CORE_THREADS", 16, 1, 1000),
         delivery_commit=delivery_commit,
         embedded=embedded,
     )

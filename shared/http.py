@@ -291,6 +291,8 @@ class DeliveryClient:
         self._share: pycurl.CurlShare | None = None
         self._pools: OrderedDict[str, list[_Transfer]] = OrderedDict()
         self._forked: list[object] = []
+        # When each thread's post in flight began (time.monotonic()), by thread ident.
+        self._in_flight: dict[int, float] = {}
 
     def _take(self, key: str) -> _Transfer:
         """An idle handle for the host key, or a new one."""
@@ -340,6 +342,15 @@ class DeliveryClient:
         for extra in closing:
             extra.curl.close()
 
+    def posts_waiting_longer_than(self, seconds: float) -> int:
+        """How many posts have been in flight for more than ``seconds``.
+
+        A worker's thread pool counts the threads that such posts hold as blocked
+        (``webhooks_worker.elastic_threads``).
+        """
+        cutoff = time.monotonic() - seconds
+        return sum(1 for began in list(self._in_flight.values()) if began < cutoff)
+
     @property
     def idle_handles(self) -> dict[str, int]:
         """How many idle handles (each with its connection) are kept, per host."""
@@ -388,10 +399,14 @@ class DeliveryClient:
         curl.setopt(pycurl.HTTPHEADER, request_headers)
         curl.setopt(pycurl.TIMEOUT_MS, max(int(timeout * 1000), 1))
         code, message = 0, ""
+        thread = threading.get_ident()
+        self._in_flight[thread] = started
         try:
             curl.perform()
         except pycurl.error as exc:
             code, message = exc.args[0], str(exc.args[1]) if len(exc.args) > 1 else ""
+        finally:
+            del self._in_flight[thread]
         duration_ms = int((time.monotonic() - started) * 1000)
 
         status = transfer.status if transfer.headers_done else None

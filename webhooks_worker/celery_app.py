@@ -222,6 +222,17 @@ def broker_eviction_warning(broker_url: str) -> str | None:
 
 
 @signals.worker_init.connect
+def _elastic_thread_pool(sender=None, **_kwargs) -> None:
+    # Before the pool is made: `--pool threads` runs webhooks_worker.pool's thread pool.
+    from celery.concurrency import get_implementation
+
+    from .elastic_threads import ElasticThreadPool
+
+    if sender is not None and get_implementation(sender.pool_cls) is get_implementation("threads"):
+        sender.pool_cls = ElasticThreadPool
+
+
+@signals.worker_init.connect
 def _skip_pre_ping(**_kwargs) -> None:
     # Before any task runs: a ping per transaction is a round trip on the hot path.
     db.skip_pre_ping()
