@@ -40,7 +40,7 @@ class Settings:
     init_max_retries: int
     data_dir: Path
     log_format: str = "text"
-    worker_concurrency: int = 128
+    worker_concurrency: int = 256
     # Threads a worker runs while its posts answer quickly; it grows towards
     # worker_concurrency as posts wait on slow receivers (webhooks_worker.elastic_threads).
     worker_core_threads: int = 16
@@ -355,7 +355,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         init_max_retries=_int(env, "WEBHOOKS_INIT_MAX_RETRIES", 10, 0, 1000),
         data_dir=data_dir,
         log_format=log_format,
-        worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 128, 1, 1000),
+        worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 256, 1, 1000),
         worker_core_threads=_int(env, "WEBHOOKS_WORKER_CORE_THREADS", 16, 1, 1000),
         delivery_commit=delivery_commit,
         embedded=embedded,

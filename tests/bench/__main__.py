@@ -48,7 +48,16 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument(
-        "--concurrency", type=int, default=128, help="threads per worker process (Procfile: 128)"
+        "--concurrency",
+        type=int,
+        default=256,
+        help="most threads per worker process (Procfile: 256)",
+    )
+    parser.add_argument(
+        "--core-threads",
+        type=int,
+        default=16,
+        help="threads a worker runs while posts are quick (WEBHOOKS_WORKER_CORE_THREADS)",
     )
     parser.add_argument(
         "--worker-nice",
@@ -96,6 +105,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         scale=args.scale,
         workers=args.workers,
         concurrency=args.concurrency,
+        core_threads=args.core_threads,
         worker_nice=args.worker_nice,
         api_workers=args.api_workers,
         api_threads=args.api_threads,
@@ -199,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         out("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
         out(
             f"config: scale {config.scale}, {config.workers} worker process(es) x "
-            f"{config.concurrency} threads at nice {config.worker_nice}, api gunicorn gthread "
+            f"{config.concurrency} threads ({config.core_threads} core) at nice "
+            f"{config.worker_nice}, api gunicorn gthread "
             f"{config.api_workers} x "
             f"{config.api_threads}, loglevel {config.loglevel}, retry schedule "
             f"{config.retry_schedule}, redis {config.redis_url}, baseline prefork x "

@@ -36,7 +36,8 @@ class BenchConfig:
     scenarios: list[int]
     scale: float = 1.0
     workers: int = 1
-    concurrency: int = 128
+    concurrency: int = 256
+    core_threads: int = 16
     worker_nice: int = 10
     api_workers: int = 1
     api_threads: int = 100
@@ -401,6 +402,7 @@ class Stack:
                 "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "127.0.0.0/8",
                 "WEBHOOKS_RETRY_SCHEDULE": self.config.retry_schedule,
                 "WEBHOOKS_WORKER_CONCURRENCY": str(self.config.concurrency),
+                "WEBHOOKS_WORKER_CORE_THREADS": str(self.config.core_threads),
                 "WEBHOOKS_DATA_DIR": str(self.run_dir / "data"),
                 "BENCH_BASELINE_BROKER_URL": self.config.redis_url,
                 "PYTHONUNBUFFERED": "1",

@@ -28,6 +28,7 @@ def test_defaults(tmp_path):
     assert settings.init_max_retries == 10 and settings.jwt_secret is None
     assert not settings.allow_private_targets.allows(__import__("ipaddress").ip_address("10.0.0.1"))
     assert settings.uses_redis and not settings.embedded
+    assert settings.worker_concurrency == 256 and settings.worker_core_threads == 16
 
 
 def test_embedded_default_needs_nothing(tmp_path):
@@ -106,6 +107,7 @@ def test_a_bad_broker_url_is_named_without_its_password(tmp_path):
         ("WEBHOOKS_DISABLE_AFTER_HOURS", "-3"),
         ("WEBHOOKS_RETENTION_DAYS", "0"),
         ("WEBHOOKS_INIT_MAX_RETRIES", "x"),
+        ("WEBHOOKS_WORKER_CORE_THREADS", "0"),
         ("WEBHOOKS_LOG_FORMAT", "xml"),
         ("WEBHOOKS_DELIVERY_COMMIT", "off"),
         ("CELERY_BROKER_URL", "http://127.0.0.1:6379/0"),
