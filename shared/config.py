@@ -43,7 +43,7 @@ class Settings:
     worker_concurrency: int = 256
     # Threads a worker runs while its posts answer quickly; it grows towards
     # worker_concurrency as posts wait on slow receivers (webhooks_worker.elastic_threads).
-    worker_core_threads: int = 16
+    worker_core_threads: int = 8
     # "async": the worker's delivery writes (claim, record, fan-out) do not wait for
     # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
     delivery_commit: str = "async"
@@ -356,7 +356,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         log_format=log_format,
         worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 256, 1, 1000),
-        worker_core_threads=_int(env, "WEBHOOKS_WORKER_CORE_THREADS", 16, 1, 1000),
+        worker_core_threads=_int(env, "WEBHOOKS_WORKER_CORE_THREADS", 8, 1, 1000),
         delivery_commit=delivery_commit,
         embedded=embedded,
     )

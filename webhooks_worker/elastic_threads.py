@@ -1,11 +1,12 @@
 """The worker's thread pool: threads for receivers that hang, few of them while posts are quick.
 
 Celery's thread pool starts a thread for every task it is handed while no thread is idle,
-up to the concurrency (128 in the Procfile), and keeps them all. Under a burst to fast
-receivers every one of them runs: 128 threads take turns at the GIL for work that 16 do
-as fast, each with its stack, its malloc arena and its share of the database and HTTP
-pools. The concurrency is there for receivers that hang (a healthy endpoint must not wait
-behind 5-second timeouts), so that is what it is spent on here: the pool runs up to
+up to the concurrency (256 in the Procfile), and keeps them all. Under a burst to fast
+receivers every one of them runs: 256 threads take turns at the GIL for work that 8 do
+faster, each with its stack, its malloc arena and its share of the database and HTTP
+pools, and PostgreSQL spends more CPU per statement the more of them write at once. The
+concurrency is there for receivers that hang (a healthy endpoint must not wait behind
+5-second timeouts), so that is what it is spent on here: the pool runs up to
 ``core`` threads, plus one for every thread whose post has waited longer than
 ``BLOCKED_AFTER``, up to the concurrency. A watcher grows the pool when tasks wait and
 such posts hold threads; tasks are handed to threads in the order they came, as before.
@@ -23,10 +24,12 @@ from typing import Any
 
 from celery.concurrency import thread
 
-# A post that has waited this long counts its thread as blocked (a loopback post takes
-# about a millisecond; under a full CPU a thread may wait some tens of milliseconds for
-# the GIL after its answer came).
-BLOCKED_AFTER = 0.1
+# A post that has waited this long counts its thread as blocked. A loopback post takes
+# about a millisecond, but under a full CPU a thread may wait some tens of milliseconds
+# for the GIL after its answer came: at 20 ms the benchmark's pool grew by ~20 threads a
+# worker with every receiver answering at once, at 50 ms by none or one. Receivers that
+# answer within it share the core threads (8 threads at 40 ms a post: 200 posts/s).
+BLOCKED_AFTER = 0.05
 # How often the watcher looks for tasks waiting behind blocked threads.
 WATCH_EVERY = 0.02
 

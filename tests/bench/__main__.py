@@ -46,7 +46,12 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         default=1.0,
         help="multiply every count and duration (0.1 for a quick run; minimums apply)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: one per core, as the README advises)",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -56,7 +61,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     parser.add_argument(
         "--core-threads",
         type=int,
-        default=16,
+        default=8,
         help="threads a worker runs while posts are quick (WEBHOOKS_WORKER_CORE_THREADS)",
     )
     parser.add_argument(

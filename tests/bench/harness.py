@@ -37,7 +37,7 @@ class BenchConfig:
     scale: float = 1.0
     workers: int = 1
     concurrency: int = 256
-    core_threads: int = 16
+    core_threads: int = 8
     worker_nice: int = 10
     api_workers: int = 1
     api_threads: int = 100

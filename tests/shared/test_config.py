@@ -28,7 +28,7 @@ def test_defaults(tmp_path):
     assert settings.init_max_retries == 10 and settings.jwt_secret is None
     assert not settings.allow_private_targets.allows(__import__("ipaddress").ip_address("10.0.0.1"))
     assert settings.uses_redis and not settings.embedded
-    assert settings.worker_concurrency == 256 and settings.worker_core_threads == 16
+    assert settings.worker_concurrency == 256 and settings.worker_core_threads == 8
 
 
 def test_embedded_default_needs_nothing(tmp_path):
