@@ -113,6 +113,9 @@ def _buffered_manager_class() -> type:
         a delivery thread never waits on Redis, and a burst of attempts is one pipeline."""
 
         name = "redis-buffered"
+        # Encoding touches no shared state and the courier has a lock of its own, so
+        # threads may emit at once (shared.notify._Publisher).
+        thread_safe = True
 
         def _publish(self, data: dict) -> None:
             get_courier(self.redis_url).publish(self.channel, self.json.dumps(data))
@@ -157,24 +160,26 @@ def _queue_manager_class() -> type:
 
 
 class _Publisher:
-    """A lazily built write-only manager, serialized because kombu connections are not
-    thread-safe (the worker runs many delivery threads)."""
+    """A lazily built write-only manager, serialized unless it says it is thread-safe:
+    kombu connections are not, and the worker runs many delivery threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._manager: Any = None
 
     def emit(self, event: str, data: dict, rooms: list[str]) -> None:
-        manager = self._manager
-        if manager is not None and manager.name == "redis-buffered":
-            # The courier has a lock of its own: threads need not queue behind each
-            # other's JSON encoding.
+        manager = self._manager or self._build()
+        if getattr(manager, "thread_safe", False):
             manager.emit(event, data, namespace="/", room=rooms)
             return
         with self._lock:
+            manager.emit(event, data, namespace="/", room=rooms)
+
+    def _build(self) -> Any:
+        with self._lock:
             if self._manager is None:
                 self._manager = make_client_manager(get_settings(), write_only=True)
-            self._manager.emit(event, data, namespace="/", room=rooms)
+            return self._manager
 
     def reset(self) -> None:
         with self._lock:
