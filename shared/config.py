@@ -15,6 +15,10 @@ from .errors import Invalid
 from .targets import AllowList, parse_allowlist, validate_target_url
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
+# A worker process's most delivery threads, and the threads it runs while posts answer
+# quickly (webhooks_worker.elastic_threads); the Procfile and the benchmark start from these.
+DEFAULT_WORKER_CONCURRENCY = 256
+DEFAULT_WORKER_CORE_THREADS = 8
 
 
 class ConfigError(Exception):
@@ -40,10 +44,10 @@ class Settings:
     init_max_retries: int
     data_dir: Path
     log_format: str = "text"
-    worker_concurrency: int = 256
+    worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     # Threads a worker runs while its posts answer quickly; it grows towards
     # worker_concurrency as posts wait on slow receivers (webhooks_worker.elastic_threads).
-    worker_core_threads: int = 8
+    worker_core_threads: int = DEFAULT_WORKER_CORE_THREADS
     # "async": the worker's delivery writes (claim, record, fan-out) do not wait for
     # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
     delivery_commit: str = "async"
@@ -355,8 +359,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         init_max_retries=_int(env, "WEBHOOKS_INIT_MAX_RETRIES", 10, 0, 1000),
         data_dir=data_dir,
         log_format=log_format,
-        worker_concurrency=_int(env, "WEBHOOKS_WORKER_CONCURRENCY", 256, 1, 1000),
-        worker_core_threads=_int(env, "WEBHOOKS_WORKER_CORE_THREADS", 8, 1, 1000),
+        worker_concurrency=_int(
+            env, "WEBHOOKS_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY, 1, 1000
+        ),
+        worker_core_threads=_int(
+            env, "WEBHOOKS_WORKER_CORE_THREADS", DEFAULT_WORKER_CORE_THREADS, 1, 1000
+        ),
         delivery_commit=delivery_commit,
         embedded=embedded,
     )

@@ -31,6 +31,9 @@ from .harness import (
 from .report import num, write_json
 from .scenarios import FRESH_WORKERS, SCENARIOS, Context
 
+# The run's defaults live in BenchConfig; the command line only overrides them.
+_DEFAULTS = BenchConfig(scenarios=sorted(SCENARIOS))
+
 
 def parse_args(argv: list[str] | None) -> BenchConfig:
     parser = argparse.ArgumentParser(
@@ -38,54 +41,60 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         description="Benchmark the webhook service against in-run baselines (issue 6).",
     )
     parser.add_argument(
-        "--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers (1-6)"
+        "--scenarios",
+        default=",".join(map(str, _DEFAULTS.scenarios)),
+        help="comma-separated scenario numbers (1-6)",
     )
     parser.add_argument(
         "--scale",
         type=float,
-        default=1.0,
+        default=_DEFAULTS.scale,
         help="multiply every count and duration (0.1 for a quick run; minimums apply)",
     )
     parser.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=_DEFAULTS.workers,
         help="worker processes (default: one per core, as the README advises)",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=256,
-        help="most threads per worker process (Procfile: 256)",
+        default=_DEFAULTS.concurrency,
+        help="most threads per worker process (WEBHOOKS_WORKER_CONCURRENCY)",
     )
     parser.add_argument(
         "--core-threads",
         type=int,
-        default=8,
+        default=_DEFAULTS.core_threads,
         help="threads a worker runs while posts are quick (WEBHOOKS_WORKER_CORE_THREADS)",
     )
     parser.add_argument(
         "--worker-nice",
         type=int,
-        default=10,
+        default=_DEFAULTS.worker_nice,
         help="run the workers under `nice -n N`, as the Procfile does (api, database, receiver: 0)",
     )
-    parser.add_argument("--api-workers", type=int, default=1, help="gunicorn worker processes")
-    parser.add_argument("--api-threads", type=int, default=100, help="gunicorn threads per worker")
-    parser.add_argument("--loglevel", default="INFO", help="worker and beat log level")
+    parser.add_argument(
+        "--api-workers", type=int, default=_DEFAULTS.api_workers, help="gunicorn worker processes"
+    )
+    parser.add_argument(
+        "--api-threads", type=int, default=_DEFAULTS.api_threads, help="gunicorn threads per worker"
+    )
+    parser.add_argument("--loglevel", default=_DEFAULTS.loglevel, help="worker and beat log level")
     parser.add_argument(
         "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/webhooks_bench",
+        default=_DEFAULTS.database_url,
         help="scratch database (dropped and recreated!)",
     )
     parser.add_argument(
         "--redis-url",
-        default="redis://127.0.0.1:6379/0",
+        default=_DEFAULTS.redis_url,
         help="Redis db for the run (flushed!): the tests use dbs 1-15, so 0 is the default",
     )
     parser.add_argument(
         "--retry-schedule",
-        default="5,10,20,40",
+        default=_DEFAULTS.retry_schedule,
         help="WEBHOOKS_RETRY_SCHEDULE of the run (short, so the storm fits in minutes)",
     )
     parser.add_argument(

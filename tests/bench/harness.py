@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared.config import DEFAULT_WORKER_CONCURRENCY, DEFAULT_WORKER_CORE_THREADS
+
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "bench-platform-token-0123456789abcdef"
 # A fixed Fernet key: the scratch database is dropped with the run.
@@ -35,9 +37,10 @@ class BenchConfig:
 
     scenarios: list[int]
     scale: float = 1.0
-    workers: int = 1
-    concurrency: int = 256
-    core_threads: int = 8
+    # One worker process per core, as the README advises.
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    concurrency: int = DEFAULT_WORKER_CONCURRENCY
+    core_threads: int = DEFAULT_WORKER_CORE_THREADS
     worker_nice: int = 10
     api_workers: int = 1
     api_threads: int = 100
