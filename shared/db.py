@@ -25,7 +25,7 @@ def skip_pre_ping() -> None:
     The api pings connections that sat idle (see ``PING_AFTER_IDLE_SECONDS``). The worker
     does not: a ping is a round trip on its hottest path, its tasks retry on a database
     error, and its hot statements retry once on a fresh connection
-    (shared.services.try_statements); the first failure empties the pool.
+    (shared.services.deliveries.records); the first failure empties the pool.
     """
     global _pre_ping
     _pre_ping = False

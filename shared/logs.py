@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from .task_names import Task
+
 # The ids a line about a delivery carries, in the order a JSON line shows them.
 CONTEXT_FIELDS = ("organization_id", "endpoint_id", "message_id", "delivery_id", "attempt_id")
 # Extra fields passed through to JSON lines when a record or the context has them.
@@ -146,7 +148,7 @@ def remember_delivery(
 
 
 # Tasks whose first argument is a delivery id.
-DELIVERY_TASKS = ("webhooks.deliver", "webhooks.deliver_manual")
+DELIVERY_TASKS = (Task.DELIVER, Task.DELIVER_MANUAL)
 
 
 def _celery_task_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -22,7 +22,7 @@ Where the figures come from, and why:
 Counting hooks into SQLAlchemy's session events rather than into the tasks: whatever
 ORM code path records an attempt or finishes a delivery, the commit is the moment it
 becomes true. The one path that records without the ORM (a scheduled try on PostgreSQL,
-``shared.services.try_statements``) counts through ``count_attempt`` once its statement
+``shared.services.deliveries.records``) counts through ``count_attempt`` once its statement
 has committed. Counters need Redis; on the embedded broker (no Redis) only the gauges are shown.
 """
 

@@ -15,8 +15,19 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from .db import after_commit
+from .task_names import Task
+
+__all__ = [
+    "Task",
+    "configure",
+    "enqueue",
+    "enqueue_after_commit",
+    "enqueue_many",
+    "enqueue_many_after_commit",
+]
 
 log = logging.getLogger(__name__)
+
 
 Sender = Callable[[str, Sequence[Any], float | None, datetime | None], None]
 _sender: Sender | None = None

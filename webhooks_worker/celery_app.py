@@ -11,6 +11,7 @@ from kombu.utils.uuid import uuid
 
 from shared import db, queue
 from shared.config import get_settings
+from shared.queue import Task
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .routing import TASK_QUEUES, route_task
@@ -103,13 +104,13 @@ def make_celery() -> Celery:
             else {}
         ),
         beat_schedule={
-            "sweep-due-deliveries": {"task": "webhooks.sweep", "schedule": 5.0},
+            "sweep-due-deliveries": {"task": Task.SWEEP, "schedule": 5.0},
             "retry-failed-initializations": {
-                "task": "webhooks.retry_initializations",
+                "task": Task.RETRY_INITIALIZATIONS,
                 "schedule": 15.0,
             },
-            "auto-disable-failing-endpoints": {"task": "webhooks.auto_disable", "schedule": 300.0},
-            "retention-purge": {"task": "webhooks.purge", "schedule": 3600.0},
+            "auto-disable-failing-endpoints": {"task": Task.AUTO_DISABLE, "schedule": 300.0},
+            "retention-purge": {"task": Task.PURGE, "schedule": 3600.0},
         },
         timezone="UTC",
     )

@@ -7,6 +7,7 @@ import logging
 from shared.db import get_sessionmaker
 from shared.errors import NotFound
 from shared.services import initialization
+from shared.task_names import Task
 
 from .celery_app import app
 from .tasks import DB_RETRY
@@ -14,7 +15,7 @@ from .tasks import DB_RETRY
 log = logging.getLogger("webhooks.worker")
 
 
-@app.task(name="webhooks.initialize_organization", **DB_RETRY)
+@app.task(name=Task.INITIALIZE_ORGANIZATION, **DB_RETRY)
 def initialize_organization(organization_id: str) -> str:
     """Initialize an organization's webhooks; a failure is recorded for beat to retry.
 
@@ -30,7 +31,7 @@ def initialize_organization(organization_id: str) -> str:
     return init.status
 
 
-@app.task(name="webhooks.retry_initializations", **DB_RETRY)
+@app.task(name=Task.RETRY_INITIALIZATIONS, **DB_RETRY)
 def retry_initializations() -> int:
     """Run again the failed initializations whose retry is due; returns how many ran.
 

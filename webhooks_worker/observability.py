@@ -18,6 +18,7 @@ from celery import signals
 
 from shared import logs, metrics  # noqa: F401  (metrics: installs the commit-time counters)
 from shared.config import get_settings
+from shared.task_names import Task
 
 # Celery's per-task INFO lines (see _setup_logging).
 QUIET_AT_INFO = ("celery.app.trace", "celery.worker.strategy")
@@ -59,7 +60,7 @@ def _bind_task(task_id: str | None = None, task: Any = None, args: Any = None, *
     fields: dict[str, Any] = {"task_id": task_id, "task_name": task.name}
     if task.name in logs.DELIVERY_TASKS and args:
         fields["delivery_id"] = args[0]
-        if task.name == "webhooks.deliver" and len(args) > 1:
+        if task.name == Task.DELIVER and len(args) > 1:
             fields["try_number"] = args[1]
         fields.update(logs.known_delivery(str(args[0])))
     token = logs.set_context(**fields)

@@ -13,9 +13,10 @@ from typing import Any
 
 from kombu import Queue
 
+from shared.queue import Task
+
 FIRST_QUEUE = "webhooks"
 RETRY_QUEUE = "webhooks.retry"
-DELIVER_TASK = "webhooks.deliver"
 
 # A worker without -Q consumes every queue listed here.
 TASK_QUEUES = (
@@ -24,18 +25,15 @@ TASK_QUEUES = (
 )
 
 
-SWEEP_TASK = "webhooks.sweep"
-
-
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_kw: Any):
     """Celery router: scheduled tries after the first, and beat's sweep, go to the retry queue.
 
     The sweep hands retries with long waits to the broker shortly before they are due:
     behind a burst of first attempts it would hand them over late.
     """
-    if name == SWEEP_TASK:
+    if name == Task.SWEEP:
         return {"queue": RETRY_QUEUE}
-    if name != DELIVER_TASK:
+    if name != Task.DELIVER:
         return None
     try_number = args[1] if args and len(args) > 1 else (kwargs or {}).get("try_number", 1)
     if isinstance(try_number, int) and try_number > 1:

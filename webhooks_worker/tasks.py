@@ -11,7 +11,9 @@ from shared import notify
 from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
-from shared.services import deliveries, messages, retention
+from shared.models import Trigger
+from shared.queue import Task
+from shared.services import deliveries, endpoint_health, messages, retention
 
 from .celery_app import app
 
@@ -37,7 +39,7 @@ def http_client() -> DeliveryClient:
     )
 
 
-@app.task(name="webhooks.fanout", **DB_RETRY)
+@app.task(name=Task.FANOUT, **DB_RETRY)
 def fanout(message_ids: list[str]) -> int:
     """Create the deliveries of messages and enqueue their first tries.
 
@@ -47,7 +49,7 @@ def fanout(message_ids: list[str]) -> int:
         return len(messages.fan_out(session, message_ids=message_ids) or [])
 
 
-@app.task(name="webhooks.deliver", **DB_RETRY)
+@app.task(name=Task.DELIVER, **DB_RETRY)
 def deliver(delivery_id: str, try_number: int) -> str:
     """Make scheduled try ``try_number`` of a delivery.
 
@@ -61,8 +63,8 @@ def deliver(delivery_id: str, try_number: int) -> str:
     return outcome.skipped or outcome.delivery_status or ""
 
 
-@app.task(name="webhooks.deliver_manual", **DB_RETRY)
-def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = "manual") -> str:
+@app.task(name=Task.DELIVER_MANUAL, **DB_RETRY)
+def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = Trigger.MANUAL) -> str:
     """Make one manual (or test) attempt with a pre-assigned attempt id.
 
     Run twice, the second run finds the attempt recorded or its request held by the first,
@@ -80,21 +82,21 @@ def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = "manual") -
     return outcome.skipped or outcome.delivery_status or ""
 
 
-@app.task(name="webhooks.sweep", **DB_RETRY)
+@app.task(name=Task.SWEEP, **DB_RETRY)
 def sweep() -> dict:
     """Enqueue tries that are due but not in the broker. Run twice, the claim dedupes."""
     with session_scope() as session:
         return deliveries.sweep_due(session, backlog=_broker_backlog())
 
 
-@app.task(name="webhooks.auto_disable", **DB_RETRY)
+@app.task(name=Task.AUTO_DISABLE, **DB_RETRY)
 def auto_disable() -> int:
     """Disable endpoints failing for too long. Run twice, the second finds none left."""
     with session_scope() as session:
-        return len(deliveries.auto_disable_failing(session))
+        return len(endpoint_health.auto_disable_failing(session))
 
 
-@app.task(name="webhooks.purge", **DB_RETRY)
+@app.task(name=Task.PURGE, **DB_RETRY)
 def purge() -> dict:
     """Delete messages and attempts past retention. Run twice, the second deletes nothing."""
     return retention.purge_expired(get_sessionmaker())

@@ -2,6 +2,7 @@
 
 from .base import Base, new_id, utcnow
 from .endpoints import Endpoint
+from .enums import AttemptStatus, DeliveryStatus, PayloadFormat, Scope, Trigger
 from .messages import Attempt, Delivery, ManualRequest, Message
 from .organizations import (
     ApiKey,
@@ -15,13 +16,18 @@ __all__ = [
     "ApiKey",
     "Application",
     "Attempt",
+    "AttemptStatus",
     "Base",
     "Delivery",
+    "DeliveryStatus",
     "Endpoint",
     "ManualRequest",
     "Message",
     "Organization",
     "OrganizationInitialization",
+    "PayloadFormat",
+    "Scope",
+    "Trigger",
     "User",
     "new_id",
     "utcnow",

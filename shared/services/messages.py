@@ -20,15 +20,13 @@ from ..config import get_settings
 from ..db import commit_without_flush
 from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from ..models import Attempt, Delivery, Endpoint, Message, Organization, new_id, utcnow
-from ..queue import enqueue_after_commit, enqueue_many, enqueue_many_after_commit
+from ..queue import Task, enqueue_after_commit, enqueue_many, enqueue_many_after_commit
 from . import ingest_statements
 from .auth import Principal
 from .endpoints import get_endpoint
 
 MAX_BATCH = 1000
 EVENT_ID_MAX = 256
-FANOUT_TASK = "webhooks.fanout"
-DELIVER_TASK = "webhooks.deliver"
 # A fan-out this small is made in the accepting transaction itself: a Celery task per
 # message cost the workers about 3 ms of CPU and a queue hop before the first delivery
 # (benchmark scenarios 2 and 6). Larger ones (an array to many endpoints, an
@@ -234,7 +232,7 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
             )
         ).one()
         return Accepted(first, duplicate=True)
-    enqueue_many(DELIVER_TASK, [(d, 1) for d in delivery_ids])
+    enqueue_many(Task.DELIVER, [(d, 1) for d in delivery_ids])
     metrics.count_committed_messages([message])
     return Accepted(message, duplicate=False)
 
@@ -419,7 +417,7 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
     if plan.endpoints is not None:
         _create_deliveries(session, list(by_id.values()), plan.endpoints, now)
     else:
-        enqueue_after_commit(session, FANOUT_TASK, sorted(by_id))
+        enqueue_after_commit(session, Task.FANOUT, sorted(by_id))
     return results
 
 
@@ -493,7 +491,7 @@ def _create_deliveries(
             ],
             unique=["message_id", "endpoint_id"],
         )
-    enqueue_many_after_commit(session, DELIVER_TASK, [(d, 1) for d in created])
+    enqueue_many_after_commit(session, Task.DELIVER, [(d, 1) for d in created])
     metrics.count_fanned_out(session, messages)
     return created
 

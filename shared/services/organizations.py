@@ -83,7 +83,6 @@ def list_organizations(session: Session) -> list[Organization]:
     return list(session.scalars(select(Organization).order_by(Organization.created_at)))
 
 
-INITIALIZE_TASK = "webhooks.initialize_organization"
 # If the initialization task never runs (the broker lost it), beat's retry job starts the
 # initialization once this much time has passed (shared.services.initialization).
 INITIALIZE_GRACE = timedelta(seconds=60)
@@ -91,10 +90,10 @@ INITIALIZE_GRACE = timedelta(seconds=60)
 
 def start_initialization(session: Session, *, organization_id: str) -> None:
     """Initialize the organization's webhooks asynchronously, once this transaction commits."""
-    from ..queue import enqueue_after_commit
+    from ..queue import Task, enqueue_after_commit
 
     init = session.get(OrganizationInitialization, organization_id)
     if init is not None and init.status == "pending" and init.next_retry_at is None:
         init.next_retry_at = utcnow() + INITIALIZE_GRACE
         session.flush()
-    enqueue_after_commit(session, INITIALIZE_TASK, organization_id)
+    enqueue_after_commit(session, Task.INITIALIZE_ORGANIZATION, organization_id)

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+from shared import retry_policy
 from shared.services import deliveries, endpoints
+from shared.services.deliveries import sweep
 from tests.support.stack import RedisServer, Service
 from webhooks_worker import celery_app
 from webhooks_worker.celery_app import app
@@ -47,7 +49,7 @@ def test_a_lost_try_is_found_well_within_the_recovery_bound():
     # LEASE_SECONDS), then the next sweep; for a task lost from the broker: overdue, then
     # the next sweep. Each must leave 15 s for the worker to pick the task up.
     mid_attempt = deliveries.LEASE_RENEW_EVERY + deliveries.LEASE_SECONDS + sweep_every
-    lost_task = deliveries.OVERDUE_AFTER.total_seconds() + sweep_every
+    lost_task = sweep.OVERDUE_AFTER.total_seconds() + sweep_every
     assert max(mid_attempt, lost_task) <= RECOVERY_BOUND - 15
     assert deliveries.LEASE_SECONDS >= 3 * deliveries.LEASE_RENEW_EVERY
 
@@ -56,9 +58,9 @@ def test_the_sweep_hands_a_long_wait_over_before_it_is_due():
     sweep_every = app.conf.beat_schedule["sweep-due-deliveries"]["schedule"]
     # Seen by a sweep at most sweep_every after entering the lookahead, the try must still
     # leave 10 s for the sweep's task to be taken and its tries published.
-    assert deliveries.LOOKAHEAD.total_seconds() - sweep_every >= 10
+    assert sweep.LOOKAHEAD.total_seconds() - sweep_every >= 10
     # Only long waits go through the sweep: shorter ones are countdowns from the start.
-    assert deliveries.LOOKAHEAD.total_seconds() < deliveries.MAX_BROKER_COUNTDOWN
+    assert sweep.LOOKAHEAD.total_seconds() < retry_policy.MAX_BROKER_COUNTDOWN
 
 
 def test_a_hung_broker_fails_an_enqueue_in_bounded_time():

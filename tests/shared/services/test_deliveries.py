@@ -14,6 +14,7 @@ from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
 from shared.models import Attempt, Delivery, Endpoint, ManualRequest, new_id, utcnow
 from shared.services import deliveries, messages
+from shared.services.deliveries import sweep
 from tests.conftest import PLATFORM
 from tests.support.unqueued import accept_without_broker
 from tests.support.waiting import wait_until
@@ -191,7 +192,7 @@ def test_a_small_ingest_makes_its_deliveries_in_its_own_transaction(client, org,
         assert deliveries.sweep_due(session)["deliveries"] == 1
 
 
-@pytest.mark.parametrize("backlog", [deliveries.BACKLOG_LIMIT, None], ids=["long", "unknown"])
+@pytest.mark.parametrize("backlog", [sweep.BACKLOG_LIMIT, None], ids=["long", "unknown"])
 def test_sweep_leaves_overdue_tries_alone_while_the_broker_is_backlogged(
     client, org, receiver, backlog
 ):
@@ -405,7 +406,7 @@ def test_a_resend_whose_task_the_broker_lost_is_sent_again_by_the_sweep(
     (request,) = _requests(delivery_id)
     with session_scope() as session:
         assert deliveries.sweep_due(session)["manual"] == 0  # it may still be on its way
-        then = utcnow() - deliveries.REENQUEUE_EVERY - timedelta(seconds=1)
+        then = utcnow() - sweep.REENQUEUE_EVERY - timedelta(seconds=1)
         session.execute(
             update(ManualRequest).where(ManualRequest.id == request.id).values(enqueued_at=then)
         )
@@ -516,7 +517,7 @@ def test_a_retry_due_in_more_than_a_minute_waits_for_the_sweep_not_in_a_worker(
 
 
 def test_one_sweep_hands_over_every_due_try_in_batches(client, org, receiver, worker, monkeypatch):
-    monkeypatch.setattr(deliveries, "SWEEP_BATCH", 3)
+    monkeypatch.setattr(sweep, "SWEEP_BATCH", 3)
     _endpoint(client, org, receiver.url)
     for n in range(7):
         accept_without_broker(org.id, id=f"sbx-{n}")
