@@ -130,7 +130,7 @@ def test_each_hostile_receiver_ends_within_its_deadline_with_its_outcome(
         assert deliveries[name].status == "delivered"
     # Redirects are failures, recorded with their status, and never followed.
     for name in ("301", "307"):
-        assert outcome(name) == ("failed", int(name), None)
+        assert outcome(name) == ("failed", int(name), f"HTTP {name}")
         assert deliveries[name].status == "failed"
         assert deliveries[name].error_message == f"HTTP {name}"
         assert len(servers[name].requests) == 1

@@ -172,14 +172,15 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
-STATE_COLUMNS = (
+# The delivery's state now, read when a write found it moved on (in DeliveryState's order).
+STATE_NOW = select(
     _D.c.status,
     _D.c.attempt_count,
     _D.c.extra_attempt_count,
     _D.c.max_attempts,
     _D.c.next_attempt_at,
     _D.c.lease_until,
-)
+).where(_D.c.id == bindparam("g_id"))
 
 
 def write_in_one_statement(
@@ -205,12 +206,7 @@ def write_in_one_statement(
     except IntegrityError:
         return Written.DUPLICATE
     if written is None:
-        row = first_row(
-            engine,
-            select(*STATE_COLUMNS).where(_D.c.id == claimed.delivery_id),
-            {},
-            flush=False,
-        )
+        row = first_row(engine, STATE_NOW, {"g_id": claimed.delivery_id}, flush=False)
         return Written.GONE if row is None else DeliveryState(*row)
     metrics.count_attempt(
         decision.attempt.status_code,

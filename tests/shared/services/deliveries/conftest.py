@@ -1,0 +1,49 @@
+"""Deliveries made with no broker, for tests that drive claims and writes themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import update
+
+from shared import queue
+from shared.db import get_sessionmaker, session_scope
+from shared.services.deliveries.records import postgres_engine
+from tests.support.unqueued import accept_without_broker
+
+
+def create_endpoint(client, org, url: str) -> str:
+    resp = client.post(
+        "/v1/webhooks", json={"url": url, "event_types": ["sandbox.stopped"]}, headers=org.headers
+    )
+    assert resp.status_code == 201, resp.json
+    return resp.json["data"]["endpoint_id"]
+
+
+def set_columns(model, row_id: str, **values) -> None:
+    with session_scope() as session:
+        session.execute(update(model).where(model.id == row_id).values(**values))
+
+
+@pytest.fixture
+def pending(client, org, receiver) -> tuple[str, str]:
+    """A due delivery of try 1 to the receiver, never handed to the broker: (delivery, endpoint)."""
+    endpoint_id = create_endpoint(client, org, receiver.url)
+    return accept_without_broker(org.id), endpoint_id
+
+
+@pytest.fixture
+def engine():
+    found = postgres_engine(get_sessionmaker())
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def no_broker() -> Iterator[None]:
+    """Keep retries out of the broker: these tests drive the tries themselves."""
+    sender = queue._sender
+    queue.configure(None)
+    yield
+    queue.configure(sender)
