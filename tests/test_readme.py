@@ -123,3 +123,10 @@ def test_the_link_check_finds_links_out_of_the_repository_to_no_file_or_to_no_he
         "no such heading",
         "outside the repository",
     ]
+
+
+def test_the_readme_shows_the_test_command_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    marker = next(i for i, line in enumerate(ci) if "README's test command" in line)
+    command = next(line.strip() for line in ci[marker + 1 :] if line.strip())
+    assert f"```sh\n{command}\n```" in (ROOT / "README.md").read_text(), command
