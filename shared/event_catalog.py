@@ -12,6 +12,14 @@ from typing import Any
 
 from shared.errors import Invalid
 
+# The state a state event reports, by type: an event without it is refused, since a
+# misspelt field (new_state) would otherwise match no subscription and go nowhere.
+STATE_FIELDS: dict[str, str] = {
+    "sandbox.state.updated": "newState",
+    "snapshot.state.updated": "newState",
+    "volume.state.updated": "newState",
+    "sandbox.desired-state.updated": "newDesiredState",
+}
 # The longest event type name: generous for any real use, short enough for messages.
 MAX_EVENT_TYPE_LENGTH = 128
 

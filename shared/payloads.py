@@ -127,18 +127,24 @@ def _envelope_data(event_type: str, fields: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _id_text(value: Any) -> str:
+    """An id field of the e2b format: always a string, since E2B's receivers parse it so."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
 def _e2b(label: str, fields: dict[str, Any], timestamp: str) -> dict[str, Any]:
-    # Key order and nulls follow E2B's documented payload: every field the
-    # platform did not report is null (SPEC 6.3).
+    # Key order follows E2B's documented payload; an id the platform did not report is "".
     return {
         "eventCategory": "lifecycle",
         "eventLabel": label,
         "eventData": {"sandbox_metadata": fields.get("metadata") or {}},
-        "sandboxBuildId": fields.get("buildId"),
-        "sandboxExecutionId": fields.get("executionId"),
-        "sandboxId": fields.get("id"),
-        "sandboxTeamId": fields.get("organizationId"),
-        "sandboxTemplateId": fields.get("templateId"),
+        "sandboxBuildId": _id_text(fields.get("buildId")),
+        "sandboxExecutionId": _id_text(fields.get("executionId")),
+        "sandboxId": _id_text(fields.get("id")),
+        "sandboxTeamId": _id_text(fields.get("organizationId")),
+        "sandboxTemplateId": _id_text(fields.get("templateId")),
         "timestamp": timestamp,
     }
 

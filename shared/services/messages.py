@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, Select, and_, bindparam, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,6 +19,7 @@ from .. import events, metrics, payloads
 from ..config import get_settings
 from ..db import commit_without_flush
 from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
+from ..event_catalog import STATE_FIELDS
 from ..models import Attempt, Delivery, Endpoint, Message, Organization, new_id, utcnow
 from ..queue import Task, enqueue_after_commit, enqueue_many, enqueue_many_after_commit
 from . import ingest_statements
@@ -127,6 +128,9 @@ def _validate_platform_event(raw: object, max_bytes: int | None) -> _Draft:
         raise Invalid(f"Invalid event type: {event_type}")
     org_id = _required_string(fields.get("organizationId"), "organizationId")
     _required_string(fields.get("id"), "id")
+    state_field = STATE_FIELDS.get(event_type)
+    if state_field is not None:
+        _required_string(fields.get(state_field), state_field)
     event_id = _check_event_id(fields.pop("eventId", None))
     timestamp = fields.pop("timestamp", None)
     stamp = payloads.format_timestamp(
@@ -271,9 +275,15 @@ def send_custom(
 
 
 def send_test(
-    session: Session, *, principal: Principal, endpoint_id: str, event_type: object
+    session: Session,
+    *,
+    principal: Principal,
+    endpoint_id: str,
+    event_type: object,
+    extra_fields: dict[str, Any] | None = None,
 ) -> Message | StoredMessage:
-    """Send a catalog type's example to one endpoint, whatever it subscribes to."""
+    """Send a catalog type's example (plus ``extra_fields``) to one endpoint, whatever it
+    subscribes to."""
     endpoint = get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
     if not endpoint.is_active:
         raise Conflict(f"Webhook endpoint {endpoint_id} is disabled")
@@ -282,6 +292,7 @@ def send_test(
     canonical, fields = events.example_event(event_type, organization_id=principal.organization_id)
     now = utcnow()
     fields = {k: v for k, v in fields.items() if k not in ("event", "timestamp")}
+    fields.update(extra_fields or {})
     draft = _Draft(
         principal.organization_id,
         canonical,

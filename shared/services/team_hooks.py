@@ -23,6 +23,13 @@ VOCABULARY = "e2b"
 # E2B's test sends a `create`; the catalog type behind that label (SPEC 4.1).
 TEST_EVENT_LABEL = "create"
 TEST_EVENT_TYPE = "sandbox.created"
+# The catalog's sandbox.created example has no template, build or execution: a test from
+# the hook fills them, so a receiver parsing every id of the e2b format sees each one.
+TEST_SANDBOX_IDS = {
+    "templateId": "base-template",
+    "buildId": "00000000-0000-4000-8000-000000000001",
+    "executionId": "00000000-0000-4000-8000-000000000002",
+}
 HOOK_NAME = "Team lifecycle hook"
 HOOK_DESCRIPTION = "E2B-style sandbox lifecycle webhook of the team"
 
@@ -117,5 +124,9 @@ def send_test(
         reason = f" ({hook.disabled_reason})" if hook.disabled_reason else ""
         raise Conflict(f"The team's webhook is disabled{reason}; no test was sent")
     return messages.send_test(
-        session, principal=principal, endpoint_id=hook.id, event_type=TEST_EVENT_TYPE
+        session,
+        principal=principal,
+        endpoint_id=hook.id,
+        event_type=TEST_EVENT_TYPE,
+        extra_fields=TEST_SANDBOX_IDS,
     )

@@ -305,7 +305,7 @@ def test_e2b_payload_carries_the_sandbox_fields():
     )
 
 
-def test_e2b_payload_has_nulls_for_unreported_fields():
+def test_e2b_payload_has_empty_strings_for_unreported_ids():
     fields = {
         "id": "sbx1",
         "organizationId": "org-team",
@@ -315,9 +315,11 @@ def test_e2b_payload_has_nulls_for_unreported_fields():
     payload = render("e2b", "sandbox.state.updated", fields, name="kill")
     assert payload["eventLabel"] == "kill"
     assert payload["eventData"] == {"sandbox_metadata": {}}
-    assert payload["sandboxBuildId"] is None
-    assert payload["sandboxExecutionId"] is None
-    assert payload["sandboxTemplateId"] is None
+    assert payload["sandboxBuildId"] == ""
+    assert payload["sandboxExecutionId"] == ""
+    assert payload["sandboxTemplateId"] == ""
+    numeric = render("e2b", "sandbox.state.updated", {**fields, "buildId": 7}, name="kill")
+    assert numeric["sandboxBuildId"] == "7"
 
 
 def test_e2b_refuses_custom_events():

@@ -197,6 +197,13 @@ def test_single_event_errors(client, org):
          "id must not be empty"),
         (_event(org, timestamp="yesterday"), 400, None),
         (_event(org, eventId=""), 400, None),
+        # A state event must say the state it reports: a misspelt field would match nothing.
+        ({"event": "sandbox.state.updated", "organizationId": org.id, "id": "x",
+          "new_state": "stopped"}, 400, "newState is required"),
+        ({"event": "volume.state.updated", "organizationId": org.id, "id": "x",
+          "newState": 3}, 400, "newState must be a string"),
+        ({"event": "sandbox.desired-state.updated", "organizationId": org.id, "id": "x",
+          "newState": "stopped"}, 400, "newDesiredState is required"),
         ({**_event(org), "organizationId": "org-000000000000000"}, 404, None),
         ([], 400, None),
         ("text", 400, None),

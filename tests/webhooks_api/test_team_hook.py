@@ -109,6 +109,9 @@ def test_e2b_flow_register_get_patch_test_delete(client, org, make_receiver, wor
     assert payload["eventData"] == {"sandbox_metadata": {}}
     assert payload["sandboxTeamId"] == org.id
     assert isinstance(payload["sandboxId"], str) and payload["sandboxId"]
+    # Every id an e2b receiver parses carries an example value.
+    for key in ("sandboxBuildId", "sandboxExecutionId", "sandboxTemplateId"):
+        assert isinstance(payload[key], str) and payload[key], key
     assert ISO_MILLIS_Z.fullmatch(payload["timestamp"])
     assert first.requests == []
 
@@ -214,9 +217,9 @@ def test_platform_events_reach_the_hook_with_their_e2b_labels(client, org, make_
     }
     # Fields the platform did not report are null; metadata defaults to {}.
     kill, _ = by_sandbox["sbx-kill-destroyed"]
-    assert kill["sandboxBuildId"] is None
-    assert kill["sandboxExecutionId"] is None
-    assert kill["sandboxTemplateId"] is None
+    assert kill["sandboxBuildId"] == ""
+    assert kill["sandboxExecutionId"] == ""
+    assert kill["sandboxTemplateId"] == ""
     assert kill["eventData"] == {"sandbox_metadata": {}}
     assert ISO_MILLIS_Z.fullmatch(kill["timestamp"])
     assert by_sandbox["sbx-pause"][0]["eventData"] == {"sandbox_metadata": {"k": "v"}}
