@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from . import tracing
+
 # The ids a line about a delivery carries, in the order a JSON line shows them.
 CONTEXT_FIELDS = ("organization_id", "endpoint_id", "message_id", "delivery_id", "attempt_id")
 # Extra fields passed through to JSON lines when a record or the context has them.
@@ -194,6 +196,7 @@ def record_ids(record: logging.LogRecord) -> dict[str, Any]:
     if delivery_id and not all(k in fields for k in CONTEXT_FIELDS[:3]):
         for name, value in known_delivery(str(delivery_id)).items():
             fields.setdefault(name, value)
+    fields.update(tracing.log_ids())  # the running span's trace, when tracing is on
     return fields
 
 
