@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from . import tracing
 from .task_names import Task
 
 # The ids a line about a delivery carries, in the order a JSON line shows them.
@@ -196,6 +197,7 @@ def record_ids(record: logging.LogRecord) -> dict[str, Any]:
     if delivery_id and not all(k in fields for k in CONTEXT_FIELDS[:3]):
         for name, value in known_delivery(str(delivery_id)).items():
             fields.setdefault(name, value)
+    fields.update(tracing.log_ids())  # the running span's trace, when tracing is on
     return fields
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from . import tracing
 from .db import after_commit
 from .task_names import Task
 
@@ -84,7 +85,7 @@ def enqueue_many_after_commit(
 ) -> None:
     """Send tasks (see ``enqueue_many``) once the session's transaction has committed."""
     if args_list:
-        after_commit(session, lambda: enqueue_many(task, args_list))
+        after_commit(session, tracing.carry(lambda: enqueue_many(task, args_list)))
 
 
 def enqueue_after_commit(
@@ -95,4 +96,4 @@ def enqueue_after_commit(
     eta: datetime | None = None,
 ) -> None:
     """Send a task once the session's transaction has committed."""
-    after_commit(session, lambda: enqueue(task, *args, countdown=countdown, eta=eta))
+    after_commit(session, tracing.carry(lambda: enqueue(task, *args, countdown=countdown, eta=eta)))

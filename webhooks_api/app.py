@@ -83,7 +83,14 @@ def create_app(config: dict | None = None) -> Flask:
     from shared.logs import configure_logging
 
     configure_logging(settings.log_format, process="api")
+    from webhooks_worker.observability import start_tracing
+
+    start_tracing("api")
     app = Flask(__name__)
+    # Before the app's own request hooks: the request's span is open when they run.
+    from shared.tracing import instrument_flask
+
+    instrument_flask(app)
     app.json = StrictJSONProvider(app)
     app.config.update(
         API_TITLE="Sandbox webhooks",

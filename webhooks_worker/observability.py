@@ -1,4 +1,4 @@
-"""Logs and log context of the worker and beat processes, wired through Celery's signals.
+"""Logs, log context and traces of the worker and beat processes, wired through Celery's signals.
 
 Imported by ``webhooks_worker.celery_app`` so that every process that loads the Celery
 app (worker, beat, and the api, which enqueues through it) has the hooks; the api sets
@@ -16,8 +16,8 @@ from typing import Any
 
 from celery import signals
 
-from shared import logs, metrics  # noqa: F401  (metrics: installs the commit-time counters)
-from shared.config import get_settings
+from shared import logs, metrics, tracing  # noqa: F401  (metrics: the commit-time counters)
+from shared.config import ConfigError, get_settings
 from shared.task_names import Task
 
 # Celery's per-task INFO lines (see _setup_logging).
@@ -50,6 +50,34 @@ def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
         # still logged (WARNING and up); --loglevel DEBUG brings them back.
         for name in QUIET_AT_INFO:
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def start_tracing(role: str) -> bool:
+    """Export this process's traces when OpenTelemetry's variables ask for it (``shared.tracing``).
+
+    The Celery instrumentation names a published task's span after the task registered
+    under that name, and a task it cannot find leaves the context of its span attached
+    to the publishing thread for good: every process that publishes (the api too) loads
+    the task modules first.
+    """
+    if not tracing.configure(role):
+        return False
+    from .celery_app import app
+
+    app.loader.import_default_modules()
+    return True
+
+
+@signals.worker_init.connect
+@signals.worker_process_init.connect
+@signals.beat_init.connect
+def _start_tracing(**_kwargs: Any) -> None:
+    # At start, not at import: nothing of the SDK is loaded unless traces are asked for.
+    try:
+        start_tracing(process_role())
+    except ConfigError as exc:  # Celery only logs what a signal handler raises: stop here
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
 
 
 @signals.task_prerun.connect

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
-from shared import notify
+from shared import notify, tracing
 from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
@@ -55,8 +55,12 @@ def deliver(delivery_id: str, try_number: int) -> str:
 
     Run twice, the second run finds the try claimed or recorded and does nothing.
     """
-    outcome = deliveries.run_scheduled_try(
-        get_sessionmaker(), http_client(), delivery_id=delivery_id, try_number=try_number
+    outcome = tracing.attempt(
+        deliveries.run_scheduled_try,
+        get_sessionmaker(),
+        http_client(),
+        delivery_id=delivery_id,
+        try_number=try_number,
     )
     _log_outcome(outcome, try_number)
     notify.publish_attempt(outcome)  # committed by now: webhook.delivered / webhook.failed
@@ -70,7 +74,8 @@ def deliver_manual(delivery_id: str, attempt_id: str, trigger: str = Trigger.MAN
     Run twice, the second run finds the attempt recorded or its request held by the first,
     and posts nothing (unless the first died and its hold lapsed).
     """
-    outcome = deliveries.run_manual_attempt(
+    outcome = tracing.attempt(
+        deliveries.run_manual_attempt,
         get_sessionmaker(),
         http_client(),
         delivery_id=delivery_id,

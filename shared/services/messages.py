@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from .. import events, metrics, payloads
+from .. import events, metrics, payloads, tracing
 from ..config import get_settings
 from ..db import commit_without_flush
 from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
@@ -182,6 +182,7 @@ class EndpointTarget(NamedTuple):
     max_retries: int
 
 
+@tracing.traced("webhooks.fan_out")
 def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | None:
     """Accept one event in two autocommit round trips (``ingest_statements``).
 
@@ -211,6 +212,7 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
     )
     targets = _endpoint_targets(message, endpoints)
     delivery_ids = [new_id("whd") for _ in targets]
+    tracing.annotate_fan_out([message], deliveries=len(delivery_ids))
     written = ingest_statements.store(
         engine,
         {
@@ -451,6 +453,7 @@ def _endpoint_targets(message: StoredMessage | Row, endpoints: list) -> list[tup
     return targets
 
 
+@tracing.traced("webhooks.fan_out")
 def _create_deliveries(
     session: Session,
     messages: Sequence[StoredMessage | Row],
@@ -478,6 +481,7 @@ def _create_deliveries(
                     max_retries + 1,
                 )
             )
+    tracing.annotate_fan_out(messages, deliveries=len(rows))
     if not rows:
         created = []
     elif ingest_statements.postgresql_engine(session) is not None:

@@ -1,0 +1,383 @@
+"""OpenTelemetry tracing: one trace per message, from its ingest to every attempt.
+
+Off unless OpenTelemetry's own variables choose an exporter (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_TRACES_EXPORTER``). Off, nothing of the
+SDK is imported and each helper below returns after one look at a module variable.
+
+On, each process calls ``configure`` once at start (the api's app factory, the worker's
+and beat's start signals): the SDK's tracer provider with a batch processor and the
+chosen exporters, the Celery instrumentation (its publish hook writes the W3C
+``traceparent`` into every task's headers, its run hook continues the trace in the
+worker) and, in the api, the Flask instrumentation. Our own spans name what the
+instrumentations cannot see: the fan-out of a message and each delivery attempt, with
+the ids as attributes.
+
+Spans carry ids, event types, status codes and outcomes, never a payload, a secret, a
+header value or an API key: the exporter sees only attributes on an allow-list, so that
+nothing an instrumentation records from a request (its user agent, host, query string,
+captured headers) or from an exception (whose text may quote SQL parameters, hence a
+payload) leaves the process. The logs keep those details, with the trace id to join them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .config import ConfigError
+
+# Attribute names of our own spans.
+ORGANIZATION_ID = "webhooks.organization_id"
+ENDPOINT_ID = "webhooks.endpoint_id"
+MESSAGE_ID = "webhooks.message_id"
+DELIVERY_ID = "webhooks.delivery_id"
+ATTEMPT_ID = "webhooks.attempt_id"
+EVENT_TYPE = "webhooks.event_type"
+TRIGGER = "webhooks.trigger"
+TRY_NUMBER = "webhooks.try_number"
+OUTCOME = "webhooks.outcome"
+DELIVERY_STATUS = "webhooks.delivery_status"
+DELIVERIES = "webhooks.deliveries"
+STATUS_CODE = "http.response.status_code"
+
+# What may leave the process: our attributes and what the instrumentations record that
+# names a route, a method, a status or a task, never a value a client or receiver chose.
+SAFE_ATTRIBUTES = frozenset(
+    {
+        "http.method",
+        "http.request.method",
+        "http.route",
+        "http.scheme",
+        "http.flavor",
+        "http.status_code",
+        STATUS_CODE,
+        "network.protocol.version",
+        "net.host.port",
+        "server.port",
+        "error.type",
+        "exception.type",
+        "celery.action",
+        "celery.task_name",
+        "celery.state",
+        "celery.hostname",
+        "celery.queue",
+        "celery.countdown",
+        "celery.eta",
+        "celery.retries",
+        "messaging.message.id",
+        "messaging.message_id",
+        "messaging.destination",
+        "messaging.destination_kind",
+    }
+)
+SAFE_PREFIX = "webhooks."
+
+# Default service names, one per kind of process; OTEL_SERVICE_NAME overrides them.
+SERVICE_NAME = "webhooks-{process}"
+# Probes and scrapes answer every few seconds and are not part of any message's story.
+DEFAULT_EXCLUDED_URLS = "/healthz,/readyz,/metrics,/api/internal/readyz,/api/internal/metrics"
+
+_lock = threading.Lock()
+_provider: Any = None  # the SDK's TracerProvider once configured; None: tracing is off
+_tracer: Any = None
+
+
+def wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether OpenTelemetry's variables ask for traces (an exporter or an OTLP endpoint)."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    chosen = env.get("OTEL_TRACES_EXPORTER", "").strip()
+    if chosen:
+        return any(name.strip() not in ("", "none") for name in chosen.split(","))
+    return any(
+        env.get(name, "").strip()
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def enabled() -> bool:
+    """Whether this process exports traces."""
+    return _provider is not None
+
+
+def configure(process: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Install the tracer provider and the Celery instrumentation when the variables ask.
+
+    Once per process (a second call does nothing); False when tracing stays off. A bad
+    exporter choice raises ``ConfigError`` naming the variable.
+    """
+    global _provider, _tracer
+    env = os.environ if environ is None else environ
+    with _lock:
+        if _provider is not None:
+            return True
+        if not wanted(env):
+            return False
+        from opentelemetry import trace
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+        from opentelemetry.sdk.resources import SERVICE_NAME as SERVICE_NAME_KEY
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        exporters = _exporters(env)
+        resource = Resource.create({"webhooks.process": process})
+        if resource.attributes.get(SERVICE_NAME_KEY, "").startswith("unknown_service"):
+            resource = resource.merge(
+                Resource({SERVICE_NAME_KEY: SERVICE_NAME.format(process=process)})
+            )
+        provider = TracerProvider(resource=resource)
+        for exporter in exporters:
+            # The batch processor's thread exports; it honours the OTEL_BSP_* variables and
+            # restarts itself in a forked child (prefork pools, gunicorn --preload).
+            provider.add_span_processor(BatchSpanProcessor(AllowedAttributesOnly(exporter)))
+        trace.set_tracer_provider(provider)
+        CeleryInstrumentor().instrument(tracer_provider=provider)
+        _provider = provider
+        _tracer = provider.get_tracer("webhooks")
+        return True
+
+
+def _exporters(env: Mapping[str, str]) -> list[Any]:
+    """The span exporters ``OTEL_TRACES_EXPORTER`` names (default: OTLP over HTTP)."""
+    from importlib.metadata import entry_points
+
+    exporters = []
+    for raw in env.get("OTEL_TRACES_EXPORTER", "otlp").split(","):
+        name = raw.strip()
+        if name in ("", "none"):
+            continue
+        variable = "OTEL_TRACES_EXPORTER"
+        if name == "otlp":
+            variable = (
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+                if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                else "OTEL_EXPORTER_OTLP_PROTOCOL"
+            )
+            protocol = env.get(variable, "").strip() or "http/protobuf"
+            name = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}.get(
+                protocol, protocol
+            )
+        found = entry_points(group="opentelemetry_traces_exporter", name=name)
+        if not found:
+            raise ConfigError(
+                f"{variable}: no installed trace exporter is called {name!r} "
+                "(OTLP over HTTP is installed: otlp with http/protobuf, the default)"
+            )
+        exporters.append(next(iter(found)).load()())
+    return exporters
+
+
+class AllowedAttributesOnly:
+    """A span exporter wrapper that lets through only the attributes on the allow-list.
+
+    Exception events keep their type alone, and a span's status its code: their texts
+    may quote what a receiver answered or what a statement was given.
+    """
+
+    def __init__(self, exporter: Any) -> None:
+        self.exporter = exporter
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        """Export the spans with their unsafe attributes removed."""
+        return self.exporter.export([_allowed_only(span) for span in spans])
+
+    def shutdown(self) -> None:
+        """Shut the wrapped exporter down."""
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Flush the wrapped exporter."""
+        return self.exporter.force_flush(timeout_millis)
+
+
+def _safe(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in (attributes or {}).items()
+        if key in SAFE_ATTRIBUTES or key.startswith(SAFE_PREFIX)
+    }
+
+
+def _allowed_only(span: Any) -> Any:
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Status
+
+    attributes = _safe(span.attributes)
+    events = [Event(event.name, _safe(event.attributes), event.timestamp) for event in span.events]
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def instrument_flask(app: Any) -> None:
+    """Trace the app's requests (call before the app's own request hooks are added)."""
+    if _provider is None:
+        return
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or DEFAULT_EXCLUDED_URLS
+    FlaskInstrumentor.instrument_app(
+        app, tracer_provider=_provider, excluded_urls=excluded, enable_commenter=False
+    )
+
+
+def _present(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in attributes.items() if value is not None}
+
+
+def traced(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run the decorated function inside span ``name`` (``annotate`` gives it its ids)."""
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if _tracer is None:
+                return function(*args, **kwargs)
+            with _tracer.start_as_current_span(name):
+                return function(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+def attempt(run: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``run(*args, **kwargs)``, a delivery attempt, inside a ``webhooks.attempt`` span.
+
+    The span gets the attempt's ids, status code and outcome from the ``Outcome`` that
+    ``run`` returns; a retry it schedules is published inside it, so the next try's span
+    descends from this one.
+    """
+    if _tracer is None:
+        return run(*args, **kwargs)
+    attributes = _present(
+        {
+            DELIVERY_ID: kwargs.get("delivery_id"),
+            TRY_NUMBER: kwargs.get("try_number"),
+            ATTEMPT_ID: kwargs.get("attempt_id"),
+            TRIGGER: kwargs.get("trigger", "scheduled"),
+        }
+    )
+    with _tracer.start_as_current_span("webhooks.attempt", attributes=attributes):
+        outcome = run(*args, **kwargs)
+        record_outcome(outcome)
+        return outcome
+
+
+def annotate(**attributes: Any) -> None:
+    """Add ids to the running span (``webhooks.`` + name); nothing when tracing is off."""
+    if _provider is None:
+        return
+    from opentelemetry import trace
+
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(
+            _present({SAFE_PREFIX + key: value for key, value in attributes.items()})
+        )
+
+
+def annotate_fan_out(messages: Sequence[Any], *, deliveries: int) -> None:
+    """Put the messages being fanned out, and how many deliveries they make, on the span."""
+    if _provider is None or not messages:
+        return
+    ids = [m.id for m in messages]
+    organizations = sorted({m.organization_id for m in messages})
+    event_types = sorted({m.event_type for m in messages})
+    annotate(
+        message_id=ids[0] if len(ids) == 1 else ids,
+        organization_id=organizations[0] if len(organizations) == 1 else organizations,
+        event_type=event_types[0] if len(event_types) == 1 else event_types,
+        deliveries=deliveries,
+    )
+
+
+def record_outcome(outcome: Any) -> None:
+    """Put what a delivery task did on the running span: ids, status code and outcome."""
+    if _provider is None:
+        return
+    from opentelemetry import trace
+
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return
+    fields: dict[str, Any] = {
+        DELIVERY_ID: outcome.delivery_id,
+        ORGANIZATION_ID: outcome.organization_id,
+        EVENT_TYPE: outcome.event_type,
+        DELIVERY_STATUS: outcome.delivery_status,
+    }
+    attempt = outcome.attempt
+    if outcome.skipped:
+        fields[OUTCOME] = "skipped"
+        fields["webhooks.skipped"] = outcome.skipped
+    elif attempt is not None:
+        fields.update(
+            {
+                ATTEMPT_ID: attempt.id,
+                ENDPOINT_ID: attempt.endpoint_id,
+                MESSAGE_ID: attempt.message_id,
+                ORGANIZATION_ID: attempt.organization_id,
+                TRIGGER: attempt.trigger,
+                TRY_NUMBER: attempt.try_number,
+                STATUS_CODE: attempt.status_code,
+                OUTCOME: _outcome(outcome),
+            }
+        )
+    current.set_attributes(_present(fields))
+
+
+def _outcome(outcome: Any) -> str:
+    """``delivered``, ``retry`` (a next try is scheduled) or ``failed``, for one attempt."""
+    if outcome.attempt.status == "success":
+        return "delivered"
+    return "retry" if outcome.next_try else "failed"
+
+
+def carry(callback: Callable[[], Any]) -> Callable[[], Any]:
+    """``callback`` run later (after a commit) inside the span that is running now."""
+    if _provider is None:
+        return callback
+    from opentelemetry import context
+
+    captured = context.get_current()
+
+    def run_in_context() -> Any:
+        token = context.attach(captured)
+        try:
+            return callback()
+        finally:
+            context.detach(token)
+
+    return run_in_context
+
+
+def log_ids() -> dict[str, str]:
+    """The trace and span ids of the running span, for a log line; empty when off."""
+    if _provider is None:
+        return {}
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
