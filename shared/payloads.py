@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events import example_event
+from shared.events import CATALOG, EventType, example_event
 
 PAYLOAD_FORMATS: tuple[str, ...] = ("daytona", "envelope", "e2b")
 
@@ -153,6 +154,25 @@ def example_payload(event_type: str, *, organization_id: str, timestamp: str) ->
     """The full daytona-format example of a catalog type, for one organization."""
     canonical, fields = example_event(event_type, organization_id=organization_id)
     return _daytona(canonical, fields, timestamp)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentedEventType:
+    """A catalog type with its full daytona-format example, as the event catalog shows it."""
+
+    event_type: EventType
+    example: dict[str, Any]
+
+
+def documented_catalog(*, organization_id: str, timestamp: str) -> list[DocumentedEventType]:
+    """Every catalog type with its example for one organization, stamped ``timestamp``."""
+    return [
+        DocumentedEventType(
+            event_type,
+            example_payload(event_type.name, organization_id=organization_id, timestamp=timestamp),
+        )
+        for event_type in CATALOG.values()
+    ]
 
 
 def serialize(payload: dict[str, Any]) -> bytes:

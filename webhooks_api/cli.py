@@ -366,32 +366,6 @@ def key_create(organization_id: str | None, user_id: str | None, as_json: bool) 
 # ---- endpoints -----------------------------------------------------------------------------
 
 
-def _endpoint_row(endpoint: Any, stats: Any = None) -> dict:
-    row = {
-        "id": endpoint.id,
-        "organizationId": endpoint.organization_id,
-        "url": endpoint.url,
-        "status": "active" if endpoint.is_active else "disabled",
-        "disabledReason": endpoint.disabled_reason,
-        "eventTypes": list(endpoint.event_types or []),
-        "payloadFormat": endpoint.payload_format,
-        "scope": endpoint.scope,
-        "category": endpoint.category,
-        "failingSince": _stamp(endpoint.failing_since),
-        "createdAt": _stamp(endpoint.created_at),
-        "updatedAt": _stamp(endpoint.updated_at),
-    }
-    if stats is not None:
-        row["stats"] = {
-            "total": stats.total,
-            "successful": stats.successful,
-            "failed": stats.failed,
-            "pending": stats.pending,
-            "lastDeliveryAt": _stamp(stats.last_delivery_at),
-        }
-    return row
-
-
 @cli.group()
 def endpoint() -> None:
     """Endpoints of every organization."""
@@ -418,6 +392,7 @@ def endpoint_list(
 ) -> None:
     """List endpoints with their delivery figures, oldest first."""
     from shared.db import session_scope
+    from shared.schemas import OperatorEndpointWithStatsSchema
     from shared.services.operations import list_all_endpoints
 
     _settings()
@@ -432,7 +407,7 @@ def endpoint_list(
             limit=limit,
             offset=offset,
         )
-        rows = [_endpoint_row(e, s) for e, s in found]
+        rows = OperatorEndpointWithStatsSchema(many=True).dump(found)
     if as_json:
         _echo_json({"items": rows, "total": total})
         return
@@ -447,6 +422,7 @@ def endpoint_list(
 
 def _set_active(endpoint_id: str, active: bool, reason: str | None, as_json: bool) -> None:
     from shared.db import session_scope
+    from shared.schemas import OperatorEndpointSchema
     from shared.services.operations import set_endpoint_active
 
     _settings()
@@ -454,7 +430,7 @@ def _set_active(endpoint_id: str, active: bool, reason: str | None, as_json: boo
         found, changed = set_endpoint_active(
             session, endpoint_id=endpoint_id, active=active, reason=reason
         )
-        row = _endpoint_row(found)
+        row = OperatorEndpointSchema().dump(found)
     if as_json:
         _echo_json({**row, "changed": changed})
     elif changed:
@@ -486,30 +462,6 @@ def endpoint_enable(endpoint_id: str, as_json: bool) -> None:
 @cli.group()
 def messages() -> None:
     """Messages and their delivery attempts."""
-
-
-def _activity_json(item: Any) -> dict:
-    base = {
-        "kind": item.kind,
-        "id": item.id,
-        "timestamp": _stamp(item.created_at),
-        "organizationId": item.organization_id,
-        "messageId": item.message_id,
-        "eventType": item.event_type,
-    }
-    if item.kind == "message":
-        return {**base, **item.extra}
-    return {
-        **base,
-        "deliveryId": item.delivery_id,
-        "endpointId": item.endpoint_id,
-        "status": item.status,
-        "statusCode": item.status_code,
-        "durationMs": item.duration_ms,
-        "trigger": item.trigger,
-        "url": item.url,
-        "error": item.error,
-    }
 
 
 def _activity_text(item: Any) -> str:
@@ -546,6 +498,7 @@ def messages_tail(
 ) -> None:
     """Follow new messages and delivery attempts as they are recorded (Ctrl-C to stop)."""
     from shared.db import get_sessionmaker
+    from shared.schemas import OperatorAttemptSchema, OperatorMessageSchema
     from shared.services.operations import ActivityTail
 
     _settings()
@@ -558,10 +511,12 @@ def messages_tail(
     click.echo(
         f"following messages and attempts since {_stamp(tail.cursor)} (Ctrl-C to stop)", err=True
     )
+    schemas = {"message": OperatorMessageSchema(), "attempt": OperatorAttemptSchema()}
     shown = 0
     with _service_errors(), contextlib.suppress(KeyboardInterrupt):
         for item in tail.follow(interval, time.sleep):
-            click.echo(json.dumps(_activity_json(item)) if as_json else _activity_text(item))
+            line = json.dumps(schemas[item.kind].dump(item)) if as_json else _activity_text(item)
+            click.echo(line)
             shown += 1
             if limit is not None and shown >= limit:
                 return

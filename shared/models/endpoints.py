@@ -58,3 +58,8 @@ class Endpoint(Base):
             sqlite_where=text("deleted_at IS NULL AND category IS NOT NULL"),
         ),
     )
+
+    @property
+    def status(self) -> str:
+        """``active`` or ``disabled``, as every face shows an endpoint's state."""
+        return "active" if self.is_active else "disabled"

@@ -101,6 +101,11 @@ class Delivery(Base):
         {"postgresql_with": {"fillfactor": 70}},
     )
 
+    @property
+    def attempt_number(self) -> int:
+        """Attempts made so far, scheduled, manual and test alike (the faces' attempt number)."""
+        return self.attempt_count + self.extra_attempt_count
+
 
 class Attempt(Base):
     """One HTTP request made for a delivery, whatever its outcome."""

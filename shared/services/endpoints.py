@@ -45,6 +45,29 @@ class EndpointStats:
     last_failure_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointWithStats:
+    """An endpoint with its delivery figures, as the faces that show both read it.
+
+    ``secret`` is the signing secret in clear, set only on the answer that creates the
+    endpoint: it is shown that once.
+    """
+
+    endpoint: Endpoint
+    stats: EndpointStats
+    secret: str | None = None
+
+
+# A dataclass, not a NamedTuple: a route returns it for its schema to render, and Flask
+# reads a returned tuple as (body, status).
+@dataclass(frozen=True, slots=True)
+class NewEndpoint:
+    """A created endpoint and its signing secret in clear, which only this answer shows."""
+
+    endpoint: Endpoint
+    secret: str
+
+
 def _visible(principal: Principal):
     """The SQL condition for endpoints this principal may see (SPEC 3)."""
     cond = (Endpoint.organization_id == principal.organization_id) & Endpoint.deleted_at.is_(None)
@@ -138,6 +161,12 @@ def endpoint_stats(session: Session, endpoint_ids: list[str]) -> dict[str, Endpo
     return stats
 
 
+def with_stats(session: Session, items: list[Endpoint]) -> list[EndpointWithStats]:
+    """Each endpoint with its delivery figures (one grouped query for them all)."""
+    stats = endpoint_stats(session, [endpoint.id for endpoint in items])
+    return [EndpointWithStats(endpoint, stats[endpoint.id]) for endpoint in items]
+
+
 def _coerce_dt(convert, value, dialect):
     # Aggregates lose the column type on SQLite (they come back as strings).
     if isinstance(value, str):
@@ -188,7 +217,7 @@ def create_endpoint(
     timeout_seconds: int = 30,
     max_retries: int = 3,
     category: str | None = None,
-) -> tuple[Endpoint, str]:
+) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
         raise Invalid("scope must be 'user' or 'account'")
@@ -223,7 +252,7 @@ def create_endpoint(
     session.add(endpoint)
     session.flush()
     notify.endpoint_event_after_commit(session, "endpoint.created", endpoint.id)
-    return endpoint, secret
+    return NewEndpoint(endpoint, secret)
 
 
 # Fields update_endpoint accepts; each face maps its own names onto these.

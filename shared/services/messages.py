@@ -68,6 +68,14 @@ class Accepted:
     duplicate: bool
 
 
+@dataclass(frozen=True, slots=True)
+class MessageWithDeliveries:
+    """A message with its deliveries to the endpoints the reader can see."""
+
+    message: Message
+    deliveries: list[Delivery]
+
+
 def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
     """An ISO 8601 time as aware UTC; Invalid otherwise."""
     if not isinstance(value, str) or not value.strip():
@@ -678,6 +686,18 @@ def message_deliveries(
     )
     visible = _visible_endpoint_ids(session, principal, {d.endpoint_id for d in deliveries})
     return [d for d in deliveries if d.endpoint_id in visible]
+
+
+def get_message_with_deliveries(
+    session: Session, *, principal: Principal, organization_id: str, message_id: str
+) -> MessageWithDeliveries:
+    """One message of the caller's organization with its deliveries the caller can see."""
+    message = get_message(
+        session, principal=principal, organization_id=organization_id, message_id=message_id
+    )
+    return MessageWithDeliveries(
+        message, message_deliveries(session, principal=principal, message=message)
+    )
 
 
 def message_attempts(session: Session, *, principal: Principal, message: Message) -> list[Attempt]:

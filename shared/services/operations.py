@@ -15,7 +15,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ from ..models import (
 )
 from . import deliveries, retention
 from .auth import Principal
-from .endpoints import EndpointStats, disable_endpoint, endpoint_stats
+from .endpoints import EndpointWithStats, disable_endpoint, with_stats
 from .organizations import create_api_key
 
 # ---- organizations and keys ----------------------------------------------------------------
@@ -133,7 +133,7 @@ def list_all_endpoints(
     failing: bool = False,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[tuple[Endpoint, EndpointStats]], int]:
+) -> tuple[list[EndpointWithStats], int]:
     """Live endpoints of every organization (or one), oldest first, with stats and total."""
     if status not in (None, "active", "disabled"):
         raise Invalid("status must be active or disabled")
@@ -160,8 +160,7 @@ def list_all_endpoints(
             .limit(limit)
         )
     )
-    stats = endpoint_stats(session, [e.id for e in rows])
-    return [(e, stats[e.id]) for e in rows], total
+    return with_stats(session, rows), total
 
 
 def _live_endpoint(session: Session, endpoint_id: str) -> Endpoint:
@@ -236,7 +235,10 @@ class Activity:
     trigger: str | None = None
     url: str | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # A message's own: the caller's eventId, and whether it is a test or a custom send.
+    event_id: str | None = None
+    test: bool = False
+    custom: bool = False
 
 
 # Rows get their created_at before their transaction commits, so a row can become visible
@@ -360,7 +362,9 @@ class ActivityTail:
                 organization_id=m.organization_id,
                 message_id=m.id,
                 event_type=m.event_type,
-                extra={"eventId": m.event_id, "test": m.test, "custom": m.custom},
+                event_id=m.event_id,
+                test=m.test,
+                custom=m.custom,
             )
             for m in session.scalars(query)
         ]

@@ -58,7 +58,7 @@ def get(session: Session, *, principal: Principal) -> Endpoint:
 
 def register(
     session: Session, *, principal: Principal, url: str, events: list[str]
-) -> tuple[Endpoint, str]:
+) -> endpoints.NewEndpoint:
     """Register the team's hook (root/admin); returns it with its signing secret, shown once."""
     principal.require_admin()
     if find_hook(session, organization_id=principal.organization_id) is not None:

@@ -8,10 +8,10 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from shared.errors import Invalid
+from shared.schemas import Timestamp
 from shared.services import messages, organizations
 
 from ..context import db, require_platform
-from ..fields import Timestamp
 
 blp = Blueprint(
     "internal", __name__, url_prefix="/api/internal", description="The platform's internal API"

@@ -8,13 +8,13 @@ routes at the end take the platform token only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from shared import events, payloads
+from shared import payloads
 from shared.db import get_sessionmaker
+from shared.schemas import EndpointSchema, EndpointStatsSchema, MessageSchema
 from shared.services import deliveries, endpoints, health, initialization, messages
 from shared.services.auth import Principal
 from webhooks_worker import health as probes
@@ -28,8 +28,6 @@ from .schemas import (
     EndpointItemsSchema,
     EndpointListSchema,
     EndpointQueryArgsSchema,
-    EndpointSchema,
-    EndpointStatsSchema,
     EndpointUpdateSchema,
     EventTypeListSchema,
     InitializationStatsSchema,
@@ -37,7 +35,6 @@ from .schemas import (
     MessageDetailSchema,
     MessagePageSchema,
     MessageQueryArgsSchema,
-    MessageSchema,
     PreconfiguredConfigListSchema,
     RecoveredSchema,
     RecoverSchema,
@@ -102,17 +99,6 @@ def _admin(organization_id: str) -> Principal:
     return principal
 
 
-class _View:
-    """A model with a few extra attributes for a schema to read."""
-
-    def __init__(self, obj: Any, **extra: Any) -> None:
-        self._obj = obj
-        self.__dict__.update(extra)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._obj, name)
-
-
 # ---- endpoints ---------------------------------------------------------------------------
 
 
@@ -135,7 +121,7 @@ class Endpoints(MethodView):
     def post(self, body: dict, organizationId: str):  # noqa: N803
         """Create an account-wide webhook endpoint; its signing secret is shown only here"""
         principal = _admin(organizationId)
-        endpoint, secret = endpoints.create_endpoint(
+        return endpoints.create_endpoint(
             db(),
             principal=principal,
             url=body["url"],
@@ -146,7 +132,6 @@ class Endpoints(MethodView):
             description=body.get("description"),
             name=body.get("name"),
         )
-        return _View(endpoint, secret=secret)
 
 
 @blp.route(f"{ORG}/endpoints/<endpointId>")
@@ -264,8 +249,7 @@ class Send(MethodView):
             payload=body["payload"],
             event_id=body.get("eventId"),
         )
-        view = _View(accepted.message, duplicate=accepted.duplicate)
-        return view, 200 if accepted.duplicate else 202
+        return accepted, 200 if accepted.duplicate else 202
 
 
 @blp.route(f"{ORG}/messages")
@@ -298,12 +282,9 @@ class MessageById(MethodView):
     def get(self, organizationId: str, messageId: str):  # noqa: N803
         """Get a message with its deliveries"""
         principal = _member(organizationId)
-        session = db()
-        message = messages.get_message(
-            session, principal=principal, organization_id=organizationId, message_id=messageId
+        return messages.get_message_with_deliveries(
+            db(), principal=principal, organization_id=organizationId, message_id=messageId
         )
-        rows = messages.message_deliveries(session, principal=principal, message=message)
-        return _View(message, deliveries=rows)
 
 
 @blp.route(f"{ORG}/messages/<messageId>/attempts")
@@ -389,17 +370,9 @@ class EventTypes(MethodView):
     def get(self):
         """The event catalog, each type with its names on every face and a full example"""
         principal = current_principal()
-        items = [
-            _View(
-                event_type,
-                example=payloads.example_payload(
-                    event_type.name,
-                    organization_id=principal.organization_id,
-                    timestamp=EXAMPLE_TIMESTAMP,
-                ),
-            )
-            for event_type in events.CATALOG.values()
-        ]
+        items = payloads.documented_catalog(
+            organization_id=principal.organization_id, timestamp=EXAMPLE_TIMESTAMP
+        )
         return {"items": items}
 
 

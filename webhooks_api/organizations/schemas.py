@@ -7,12 +7,18 @@ from datetime import datetime
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from shared.errors import Invalid
+from shared.schemas import (
+    DELIVERY_STATUSES,
+    AttemptSchema,
+    EndpointSchema,
+    MessageDeliverySchema,
+    MessageSchema,
+    Timestamp,
+    through,
+)
 from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
 from shared.services.messages import EVENT_ID_MAX, parse_timestamp
 
-from ..fields import Timestamp
-
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
 # Bounds on free text and ids; the services check the same limits and say so in words.
 NAME_MAX = 200
 DESCRIPTION_MAX = 2000
@@ -136,30 +142,13 @@ class MessageQueryArgsSchema(Schema):
 # ---- answers -------------------------------------------------------------------------------
 
 
-def _endpoint_status(endpoint) -> str:
-    return "active" if endpoint.is_active else "disabled"
+# The endpoint, delivery, message and attempt shapes live in shared.schemas: the live
+# socket and the CLI render them too, in processes without Flask.
 
 
-class EndpointSchema(Schema):
-    id = fields.String()
-    name = fields.String(allow_none=True)
-    url = fields.String()
-    description = fields.String(allow_none=True)
-    eventTypes = fields.List(fields.String(), attribute="event_types")
-    status = fields.Function(
-        _endpoint_status, metadata={"type": "string", "enum": ["active", "disabled"]}
-    )
-    disabledReason = fields.String(attribute="disabled_reason", allow_none=True)
-    payloadFormat = fields.String(attribute="payload_format")
-    timeoutSeconds = fields.Integer(attribute="timeout_seconds")
-    maxRetries = fields.Integer(attribute="max_retries")
-    scope = fields.String()
-    category = fields.String(allow_none=True)
-    createdAt = Timestamp(attribute="created_at")
-    updatedAt = Timestamp(attribute="updated_at")
+class CreatedEndpointSchema(through(EndpointSchema, "endpoint")):
+    """A new endpoint (``services.endpoints.NewEndpoint``) with its secret, shown only here."""
 
-
-class CreatedEndpointSchema(EndpointSchema):
     secret = fields.String()
 
 
@@ -180,66 +169,21 @@ class RecoveredSchema(Schema):
     recovered = fields.Integer()
 
 
-class EndpointStatsSchema(Schema):
-    total = fields.Integer()
-    successful = fields.Integer()
-    failed = fields.Integer()
-    pending = fields.Integer()
-    lastDeliveryAt = Timestamp(attribute="last_delivery_at", allow_none=True)
-    lastSuccessAt = Timestamp(attribute="last_success_at", allow_none=True)
-    lastFailureAt = Timestamp(attribute="last_failure_at", allow_none=True)
+class SentMessageSchema(through(MessageSchema, "message")):
+    """An accepted send (``services.messages.Accepted``): a repeated eventId gets the first."""
 
-
-class MessageSchema(Schema):
-    id = fields.String()
-    eventType = fields.String(attribute="event_type")
-    eventId = fields.String(attribute="event_id", allow_none=True)
-    timestamp = fields.String(metadata={"format": "date-time"})
-    test = fields.Boolean()
-    payload = fields.Dict()
-
-
-class SentMessageSchema(MessageSchema):
     duplicate = fields.Boolean()
 
 
-class MessageDeliverySchema(Schema):
-    id = fields.String()
-    endpointId = fields.String(attribute="endpoint_id")
-    status = fields.String(metadata={"enum": list(DELIVERY_STATUSES)})
-    attemptNumber = fields.Function(
-        lambda d: d.attempt_count + d.extra_attempt_count, metadata={"type": "integer"}
-    )
-    maxAttempts = fields.Integer(attribute="max_attempts")
-    nextRetryAt = Timestamp(attribute="next_attempt_at", allow_none=True)
-    deliveredAt = Timestamp(attribute="delivered_at", allow_none=True)
-    failedAt = Timestamp(attribute="failed_at", allow_none=True)
-    httpStatusCode = fields.Integer(attribute="http_status_code", allow_none=True)
-    errorMessage = fields.String(attribute="error_message", allow_none=True)
+class MessageDetailSchema(through(MessageSchema, "message")):
+    """A message with its deliveries (``services.messages.MessageWithDeliveries``)."""
 
-
-class MessageDetailSchema(MessageSchema):
     deliveries = fields.List(fields.Nested(MessageDeliverySchema))
 
 
 class MessagePageSchema(Schema):
     items = fields.List(fields.Nested(MessageSchema))
     nextCursor = fields.String(attribute="next_cursor", allow_none=True)
-
-
-class AttemptSchema(Schema):
-    id = fields.String()
-    deliveryId = fields.String(attribute="delivery_id")
-    endpointId = fields.String(attribute="endpoint_id")
-    messageId = fields.String(attribute="message_id")
-    url = fields.String()
-    status = fields.String(metadata={"enum": ["success", "failed"]})
-    statusCode = fields.Integer(attribute="status_code", allow_none=True)
-    durationMs = fields.Integer(attribute="duration_ms")
-    trigger = fields.String(metadata={"enum": ["scheduled", "manual", "test"]})
-    responseBody = fields.String(attribute="response_body", allow_none=True)
-    error = fields.String(allow_none=True)
-    timestamp = Timestamp(attribute="created_at")
 
 
 class AttemptListSchema(Schema):
@@ -263,13 +207,15 @@ class PreconfiguredConfigListSchema(Schema):
 
 
 class EventTypeSchema(Schema):
-    name = fields.String()
-    description = fields.String()
-    category = fields.String()
-    accountLevel = fields.Boolean(attribute="account_level")
+    """A catalog type with its example (``payloads.DocumentedEventType``)."""
+
+    name = fields.String(attribute="event_type.name")
+    description = fields.String(attribute="event_type.description")
+    category = fields.String(attribute="event_type.category")
+    accountLevel = fields.Boolean(attribute="event_type.account_level")
     example = fields.Dict()
-    v1Types = fields.List(fields.String(), attribute="v1_types")
-    e2bLabels = fields.List(fields.String(), attribute="e2b_labels")
+    v1Types = fields.List(fields.String(), attribute="event_type.v1_types")
+    e2bLabels = fields.List(fields.String(), attribute="event_type.e2b_labels")
 
 
 class EventTypeListSchema(Schema):

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from shared.models import Endpoint
 from shared.services import team_hooks
 
 from ..context import current_principal, db
@@ -56,10 +55,6 @@ def _documented(*codes: int, conflict: str | None = None) -> Callable:
     return decorate
 
 
-def _view(hook: Endpoint) -> dict:
-    return {"teamID": hook.organization_id, "url": hook.url, "events": hook.event_types}
-
-
 @blp.route("")
 class TeamHook(MethodView):
     @_documented(400, 401, 403, 409, 413, conflict="The team already has a webhook")
@@ -67,26 +62,24 @@ class TeamHook(MethodView):
     @blp.response(201, TeamHookCreatedSchema)
     def post(self, body):
         """Register the team's webhook (root or admin); the signing secret is shown only here"""
-        hook, secret = team_hooks.register(
+        return team_hooks.register(
             db(), principal=current_principal(), url=body["url"], events=body["events"]
         )
-        return {**_view(hook), "signatureSecret": secret}
 
     @_documented(401, 404)
     @blp.response(200, TeamHookSchema)
     def get(self):
         """Get the team's webhook configuration"""
-        return _view(team_hooks.get(db(), principal=current_principal()))
+        return team_hooks.get(db(), principal=current_principal())
 
     @_documented(400, 401, 403, 404, 413)
     @blp.arguments(TeamHookUpdateSchema, error_status_code=400)
     @blp.response(200, TeamHookSchema)
     def patch(self, body):
         """Replace the webhook's url and/or events (root or admin); other settings are kept"""
-        hook = team_hooks.update(
+        return team_hooks.update(
             db(), principal=current_principal(), url=body.get("url"), events=body.get("events")
         )
-        return _view(hook)
 
     @_documented(401, 403, 404)
     @blp.response(200, TeamHookDeletedSchema)

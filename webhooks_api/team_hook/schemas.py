@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from shared.events import E2B_LABELS
+from shared.schemas import through
 
 _LABELS = list(E2B_LABELS)
 
@@ -46,19 +47,24 @@ class TeamHookUpdateSchema(Schema):
 
 
 class TeamHookSchema(Schema):
-    """The team's hook as E2B shows it."""
+    """The team's hook (an endpoint of category team-hook) as E2B shows it."""
 
-    teamID = fields.String(metadata={"description": "The organization (team) id"})
+    teamID = fields.String(
+        attribute="organization_id", metadata={"description": "The organization (team) id"}
+    )
     url = fields.String()
     events = fields.List(
-        fields.String(), metadata={"description": "The subscribed labels, as stored"}
+        fields.String(),
+        attribute="event_types",
+        metadata={"description": "The subscribed labels, as stored"},
     )
 
 
-class TeamHookCreatedSchema(TeamHookSchema):
+class TeamHookCreatedSchema(through(TeamHookSchema, "endpoint")):
     """The registered hook with its signing secret, shown only in this answer."""
 
     signatureSecret = fields.String(
+        attribute="secret",
         metadata={
             "description": "Standard Webhooks signing secret (whsec_...); shown only once",
             "example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -36,38 +37,9 @@ def _ok(data: object) -> dict:
     return {"success": True, "data": data, "timestamp": now_iso()}
 
 
-def endpoint_view(endpoint, stats, principal, secret: str | None = None) -> dict:
-    """An endpoint as /v1 shows it, stats included."""
-    view = {
-        "endpoint_id": endpoint.id,
-        "url": endpoint.url,
-        "event_types": endpoint.event_types,
-        "is_active": endpoint.is_active,
-        "description": endpoint.description,
-        "timeout_seconds": endpoint.timeout_seconds,
-        "max_retries": endpoint.max_retries,
-        "scope": endpoint.scope,
-        "payload_format": endpoint.payload_format,
-        "total_deliveries": stats.total,
-        "successful_deliveries": stats.successful,
-        "failed_deliveries": stats.failed,
-        "last_delivery_at": stats.last_delivery_at,
-        "last_success_at": stats.last_success_at,
-        "last_failure_at": stats.last_failure_at,
-        "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at,
-        "user_id": endpoint.user_id,
-    }
-    if principal.is_admin:
-        view["account_id"] = endpoint.organization_id
-    if secret is not None:
-        view["secret"] = secret
-    return view
-
-
-def _one(session, endpoint, principal, secret=None) -> dict:
-    stats = endpoints.endpoint_stats(session, [endpoint.id])[endpoint.id]
-    return _ok(endpoint_view(endpoint, stats, principal, secret))
+def _one(session, endpoint, secret: str | None = None) -> dict:
+    (shown,) = endpoints.with_stats(session, [endpoint])
+    return _ok(replace(shown, secret=secret))
 
 
 def _int_arg(args: dict, names: tuple[str, ...], default: int) -> int:
@@ -103,10 +75,9 @@ class Webhooks(MethodView):
         items, total = endpoints.list_endpoints(
             session, principal=principal, offset=offset, limit=limit
         )
-        stats = endpoints.endpoint_stats(session, [e.id for e in items])
         return _ok(
             {
-                "webhooks": [endpoint_view(e, stats[e.id], principal) for e in items],
+                "webhooks": endpoints.with_stats(session, items),
                 "pagination": {
                     "page": page,
                     "limit": limit,
@@ -122,7 +93,7 @@ class Webhooks(MethodView):
         """Create a webhook endpoint; the signing secret is shown only in this answer"""
         principal = current_principal()
         session = db()
-        endpoint, secret = endpoints.create_endpoint(
+        created = endpoints.create_endpoint(
             session,
             principal=principal,
             url=body["url"],
@@ -134,7 +105,7 @@ class Webhooks(MethodView):
             timeout_seconds=body.get("timeout_seconds", 30),
             max_retries=body.get("max_retries", 3),
         )
-        return _one(session, endpoint, principal, secret)
+        return _one(session, created.endpoint, created.secret)
 
 
 @blp.route("/<endpoint_id>")
@@ -145,7 +116,7 @@ class WebhookById(MethodView):
         principal = current_principal()
         session = db()
         endpoint = endpoints.get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
-        return _one(session, endpoint, principal)
+        return _one(session, endpoint)
 
     @blp.arguments(V1EndpointUpdateSchema, error_status_code=400)
     @blp.response(200, V1EndpointEnvelope)
@@ -156,7 +127,7 @@ class WebhookById(MethodView):
         endpoint = endpoints.update_endpoint(
             session, principal=principal, endpoint_id=endpoint_id, vocabulary="v1", changes=body
         )
-        return _one(session, endpoint, principal)
+        return _one(session, endpoint)
 
     @blp.response(200, V1DeletedSchema)
     def delete(self, endpoint_id):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields
+from typing import Any
 
-from ..fields import Timestamp
+from marshmallow import EXCLUDE, Schema, fields, missing
+
+from shared.schemas import Timestamp
+
+from ..context import current_principal
 
 
 class V1EndpointCreateSchema(Schema):
@@ -50,29 +54,44 @@ class V1RecoverSchema(Schema):
     until = fields.String(allow_none=True)
 
 
+class AdminOnlyString(fields.String):
+    """A string that root and admin callers see; for a member the field is absent, not null."""
+
+    def serialize(self, attr: str, obj: Any, accessor: Any = None, **kwargs) -> Any:
+        """The value, or ``missing`` (left out of the answer) for a member."""
+        if not current_principal().is_admin:
+            return missing
+        return super().serialize(attr, obj, accessor, **kwargs)
+
+
 class V1EndpointSchema(Schema):
-    endpoint_id = fields.String()
-    url = fields.String()
-    event_types = fields.List(fields.String())
-    is_active = fields.Boolean()
-    description = fields.String(allow_none=True)
-    timeout_seconds = fields.Integer()
-    max_retries = fields.Integer()
-    scope = fields.String()
-    payload_format = fields.String()
-    total_deliveries = fields.Integer()
-    successful_deliveries = fields.Integer()
-    failed_deliveries = fields.Integer()
-    last_delivery_at = Timestamp(allow_none=True)
-    last_success_at = Timestamp(allow_none=True)
-    last_failure_at = Timestamp(allow_none=True)
-    created_at = Timestamp()
-    updated_at = Timestamp()
-    user_id = fields.String(allow_none=True)
-    account_id = fields.String()
+    """An endpoint with its delivery figures (``services.endpoints.EndpointWithStats``)."""
+
+    endpoint_id = fields.String(attribute="endpoint.id")
+    url = fields.String(attribute="endpoint.url")
+    event_types = fields.List(fields.String(), attribute="endpoint.event_types")
+    is_active = fields.Boolean(attribute="endpoint.is_active")
+    description = fields.String(attribute="endpoint.description", allow_none=True)
+    timeout_seconds = fields.Integer(attribute="endpoint.timeout_seconds")
+    max_retries = fields.Integer(attribute="endpoint.max_retries")
+    scope = fields.String(attribute="endpoint.scope")
+    payload_format = fields.String(attribute="endpoint.payload_format")
+    total_deliveries = fields.Integer(attribute="stats.total")
+    successful_deliveries = fields.Integer(attribute="stats.successful")
+    failed_deliveries = fields.Integer(attribute="stats.failed")
+    last_delivery_at = Timestamp(attribute="stats.last_delivery_at", allow_none=True)
+    last_success_at = Timestamp(attribute="stats.last_success_at", allow_none=True)
+    last_failure_at = Timestamp(attribute="stats.last_failure_at", allow_none=True)
+    created_at = Timestamp(attribute="endpoint.created_at")
+    updated_at = Timestamp(attribute="endpoint.updated_at")
+    user_id = fields.String(attribute="endpoint.user_id", allow_none=True)
+    # Whose account the endpoint is in.
+    account_id = AdminOnlyString(attribute="endpoint.organization_id")
 
 
 class V1CreatedEndpointSchema(V1EndpointSchema):
+    """A new endpoint with its signing secret, shown only in this answer."""
+
     secret = fields.String()
 
 
@@ -94,7 +113,7 @@ class V1DeliverySchema(Schema):
     event_id = fields.String(attribute="message_id")
     status = fields.String()
     http_status_code = fields.Integer(allow_none=True)
-    attempt_number = fields.Function(lambda d: d.attempt_count + d.extra_attempt_count)
+    attempt_number = fields.Integer(dump_only=True)
     max_attempts = fields.Integer()
     next_retry_at = Timestamp(attribute="next_attempt_at", allow_none=True)
     delivered_at = Timestamp(allow_none=True)
