@@ -22,12 +22,13 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
+from .models.enums import AttemptStatus, DeliveryStatus, Trigger
 from .payloads import format_timestamp
 
 ENDPOINT_STATUSES = ("active", "disabled")
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
-ATTEMPT_STATUSES = ("success", "failed")
-TRIGGERS = ("scheduled", "manual", "test")
+DELIVERY_STATUSES = tuple(DeliveryStatus)
+ATTEMPT_STATUSES = tuple(AttemptStatus)
+TRIGGERS = tuple(Trigger)
 
 
 class Timestamp(fields.Field):
@@ -134,7 +135,7 @@ def _final(outcome: Any) -> bool:
     if outcome.delivery_status is not None:
         # No automatic try follows once the delivery left "pending" (delivered, failed,
         # cancelled); a failed manual attempt on a pending delivery leaves its retries due.
-        return outcome.delivery_status != "pending"
+        return outcome.delivery_status != DeliveryStatus.PENDING
     return bool(outcome.final)
 
 
