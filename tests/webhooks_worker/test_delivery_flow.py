@@ -245,7 +245,7 @@ def test_one_event_reaches_every_face_in_its_own_format_and_no_other_org(
     assert flat["organizationId"] == org.id and flat["metadata"] == {"owner": "ci"}
     assert e2b["eventLabel"] == "pause" and e2b["eventCategory"] == "lifecycle"
     assert e2b["sandboxId"] == "sbx-7" and e2b["sandboxTeamId"] == org.id
-    assert e2b["sandboxTemplateId"] == "tpl-1" and e2b["sandboxBuildId"] is None
+    assert e2b["sandboxTemplateId"] == "tpl-1" and e2b["sandboxBuildId"] == ""
     assert e2b["eventData"] == {"sandbox_metadata": {"owner": "ci"}}
     time.sleep(1)
     assert stranger.requests == []
