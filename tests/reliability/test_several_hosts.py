@@ -167,9 +167,21 @@ def deployment(tmp_path) -> Iterator[Deployment]:
 
         redis_host.start(
             "redis",
-            ["redis-server", "--bind", redis_host.address, "--port", "6379",
-             "--protected-mode", "no", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp_path)],
+            [
+                "redis-server",
+                "--bind",
+                redis_host.address,
+                "--port",
+                "6379",
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
             env=dict(os.environ),
         ).wait_for_log("Ready to accept connections", timeout=30)
 
@@ -182,8 +194,15 @@ def deployment(tmp_path) -> Iterator[Deployment]:
         receipts = tmp_path / "receipts.txt"
         receiver.start(
             "receiver",
-            [sys.executable, "-m", "tests.support.file_receiver", receiver.address, "9000",
-             str(receipts), str(RECEIVER_DELAY)],
+            [
+                sys.executable,
+                "-m",
+                "tests.support.file_receiver",
+                receiver.address,
+                "9000",
+                str(receipts),
+                str(RECEIVER_DELAY),
+            ],
             env=env_of(receiver),
         ).wait_for_log("ready", timeout=30)
 
@@ -193,24 +212,60 @@ def deployment(tmp_path) -> Iterator[Deployment]:
         api_socket = str(tmp_path / "api.sock")
         api.start(
             "gunicorn",
-            [sys.executable, "-m", "gunicorn", "webhooks_api.wsgi:app",
-             "--bind", f"{api.address}:8000", "--bind", f"unix:{api_socket}",
-             "--worker-class", "gthread", "--workers", "1", "--threads", "16",
-             "--no-control-socket"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "webhooks_api.wsgi:app",
+                "--bind",
+                f"{api.address}:8000",
+                "--bind",
+                f"unix:{api_socket}",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "1",
+                "--threads",
+                "16",
+                "--no-control-socket",
+            ],
             env=env_of(api),
         ).wait_for_log("Booting worker", timeout=60)
         for host in worker_hosts:
             host.start(
                 "worker",
-                [sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "worker",
-                 "--pool", "threads", "--concurrency", str(CONCURRENCY), "--loglevel", "INFO",
-                 "--hostname", f"{host.name}@%h"],
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "webhooks_worker.celery_app",
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    str(CONCURRENCY),
+                    "--loglevel",
+                    "INFO",
+                    "--hostname",
+                    f"{host.name}@%h",
+                ],
                 env=env_of(host),
             ).wait_for_log("ready.", timeout=60)
         beat.start(
             "beat",
-            [sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "beat",
-             "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "webhooks_worker.celery_app",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(tmp_path / "beat-schedule"),
+            ],
             env=env_of(beat),
         ).wait_for_log("beat: Starting", timeout=60)
 
@@ -248,9 +303,7 @@ def _senders(deployment: Deployment, since: float = 0.0) -> set[str]:
 def test_no_message_lost_when_a_worker_host_drops_off_the_network_and_comes_back(deployment):
     hosts = deployment.hosts
     cut_host = hosts["worker-a"]
-    status, org = deployment.call(
-        "POST", "/api/internal/organizations", {"name": "Acme"}, PLATFORM
-    )
+    status, org = deployment.call("POST", "/api/internal/organizations", {"name": "Acme"}, PLATFORM)
     assert status == 201, org
     receiver_url = f"http://{hosts['receiver'].address}:9000/hook"
     status, endpoint = deployment.call(
@@ -302,8 +355,10 @@ def test_no_message_lost_when_a_worker_host_drops_off_the_network_and_comes_back
         wait_until(all_received, timeout=240, interval=1)
         engine = deployment.engine
         wait_until(
-            lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
-            == MESSAGES,
+            lambda: (
+                scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+                == MESSAGES
+            ),
             timeout=60,
         )
     except AssertionError:
