@@ -111,12 +111,27 @@ WORKER_NICENESS = 10
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the api binds.")
-@click.option("--port", default=8000, show_default=True, help="Port the api listens on.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    envvar="PORT",
+    help="Port the api listens on (or the PORT variable).",
+)
 @click.option("--concurrency", default=None, type=int, help="Delivery worker threads.")
 def up(host: str, port: int, concurrency: int | None) -> None:
     """Run api, worker and beat together (SQLite and an embedded broker when unconfigured)."""
     from shared.migrate import upgrade
 
+    from .serving import busy_port_message, port_in_use
+
+    # Before anything starts: gunicorn alone would retry for 5 s and never name the port.
+    if port_in_use(host, port):
+        raise click.ClickException(
+            busy_port_message(
+                host, port, f"stop it, or choose another with --port {port + 1} or PORT={port + 1}"
+            )
+        )
     settings = _settings()
     upgrade(settings.database_url)
     env = dict(os.environ)
@@ -155,6 +170,9 @@ def up(host: str, port: int, concurrency: int | None) -> None:
         "32",
         "--access-logfile",
         "-",
+        # The same check of the port as above, for the moment gunicorn binds it.
+        "--config",
+        "python:webhooks_api.serving",
     ]
     where = (
         "embedded SQLite database and broker in " + str(settings.data_dir)
@@ -243,6 +261,7 @@ def _check_services(settings: Settings, *, timeout: float, skip_workers: bool) -
 
     checks = [check_database(get_sessionmaker(), database_url=settings.database_url)]
     _broker()
+    from webhooks_worker import presence
     from webhooks_worker.health import broker_ok, worker_count
 
     broker = broker_ok(timeout=timeout)
@@ -250,9 +269,21 @@ def _check_services(settings: Settings, *, timeout: float, skip_workers: bool) -
     checks.append(Check("broker", broker, where if broker else f"{where} unreachable"))
     if skip_workers:
         checks.append(Check("workers", True, "not checked (--skip-workers)"))
-    elif not settings.uses_redis:
-        # kombu's SQLAlchemy transport has no broadcast, so workers cannot be pinged.
-        checks.append(Check("workers", True, "not checked (the embedded broker cannot ping)"))
+    elif not presence.broadcasts(settings.broker_url):
+        # kombu's SQLAlchemy transport has no broadcast to ping through: the workers on it
+        # keep heartbeat files in the data folder instead (webhooks_worker.presence).
+        folder = presence.presence_dir(settings.data_dir)
+        count = worker_count(timeout=timeout)
+        checks.append(
+            Check(
+                "workers",
+                count > 0,
+                f"{count} with a fresh heartbeat in {folder}"
+                if count
+                else f"no worker has touched its heartbeat file in {folder} "
+                f"within {presence.FRESH_SECONDS:g} s",
+            )
+        )
     elif not broker:
         checks.append(Check("workers", False, "not reachable: the broker is down"))
     else:
@@ -602,8 +633,10 @@ def _progress(show: bool, total: int, label: str) -> Iterator[Callable[[int], No
 @click.option("--status", default=200, show_default=True, help="Status code to answer with.")
 def listen(port: int, secret: str | None, status: int) -> None:
     """Run a receiver on 127.0.0.1 that prints every webhook it gets (for trying things out)."""
+    from datetime import UTC
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from shared.payloads import format_timestamp
     from shared.signing import verify
 
     class Handler(BaseHTTPRequestHandler):
@@ -611,17 +644,33 @@ def listen(port: int, secret: str | None, status: int) -> None:
             pass
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received = datetime.now(UTC)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
-            click.echo(f"POST {self.path}")
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = None
+            # The event's name in whichever of the three payload formats the endpoint has.
+            event = next(
+                (
+                    payload[field]
+                    for field in ("event", "type", "eventLabel")
+                    if isinstance(payload, dict) and isinstance(payload.get(field), str)
+                ),
+                "-",
+            )
+            # One line per request first: when it came, what it was, what it was answered.
+            stamp = format_timestamp(received)
+            click.echo(f"{stamp}  POST {self.path}  {event}  answered {status}")
             for name in ("webhook-id", "webhook-timestamp", "webhook-signature", "user-agent"):
                 click.echo(f"  {name}: {headers.get(name, '')}")
             if secret:
                 ok = verify(secret, headers, body)
                 click.echo(f"  signature: {'valid' if ok else 'INVALID'}")
-            try:
-                click.echo("  " + json.dumps(json.loads(body), indent=2).replace("\n", "\n  "))
-            except ValueError:
+            if payload is not None:
+                click.echo("  " + json.dumps(payload, indent=2).replace("\n", "\n  "))
+            else:
                 click.echo(f"  {body[:500]!r}")
             self.send_response(status)
             self.send_header("Content-Length", "2")
@@ -629,7 +678,10 @@ def listen(port: int, secret: str | None, status: int) -> None:
             self.wfile.write(b"ok")
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    click.echo(f"listening on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    click.echo(
+        f"listening on http://127.0.0.1:{port}, answering {status} to every request "
+        "(Ctrl-C to stop)"
+    )
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
 

@@ -103,6 +103,8 @@ def make_celery() -> Celery:
             if settings.uses_redis
             else {}
         ),
+        # Celery's persistent scheduler plus a heartbeat file for health checks.
+        beat_scheduler="webhooks_worker.beat:Scheduler",
         beat_schedule={
             "sweep-due-deliveries": {"task": Task.SWEEP, "schedule": 5.0},
             "retry-failed-initializations": {

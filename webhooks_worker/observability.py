@@ -50,6 +50,20 @@ def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
         # still logged (WARNING and up); --loglevel DEBUG brings them back.
         for name in QUIET_AT_INFO:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # Beat's "Sending due task" line for every periodic job, several a minute, buried
+        # the one line per delivery a newcomer watches for; --loglevel DEBUG shows them.
+        # Beat's other INFO lines (its start, its schedule file) stay.
+        beat_logger = logging.getLogger("celery.beat")
+        if not any(isinstance(f, QuietDueTasks) for f in beat_logger.filters):
+            beat_logger.addFilter(QuietDueTasks())
+
+
+class QuietDueTasks(logging.Filter):
+    """Drops beat's INFO line for every task it sends (shown at --loglevel DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but "Scheduler: Sending due task ..."."""
+        return not str(record.msg).startswith("Scheduler: Sending due task")
 
 
 def start_tracing(role: str) -> bool:

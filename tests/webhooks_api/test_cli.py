@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -136,6 +137,108 @@ def test_check_names_a_bad_setting():
     assert body["checks"][0]["part"] == "config"
     assert "WEBHOOKS_LOG_FORMAT" in body["checks"][0]["detail"]
     assert "check failed: config: WEBHOOKS_LOG_FORMAT" in result.stderr
+
+
+def _embedded_env(data_dir: Path) -> dict[str, str]:
+    """The newcomer's environment: no database, no Redis, only a data folder."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+    }
+    env["WEBHOOKS_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def test_check_sees_workers_on_the_embedded_default_by_their_heartbeat_files(tmp_path):
+    env = _embedded_env(tmp_path / "data")
+
+    def webhooks(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "webhooks_api.cli", command],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert webhooks("migrate").returncode == 0
+    before = webhooks("check")
+    assert before.returncode == 1, before.stdout + before.stderr
+    assert "workers   FAILED" in before.stdout
+    assert "no worker has touched its heartbeat file" in before.stderr
+
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "worker",
+             "--pool", "threads", "--concurrency", "2", "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: b"ready." in log_path.read_bytes(), timeout=60)
+        after = webhooks("check")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert after.returncode == 0, after.stdout + after.stderr
+    lines = {line.split()[0]: line for line in after.stdout.splitlines()}
+    assert lines["workers"].split()[1:3] == ["ok", "1"]
+    assert "with a fresh heartbeat in" in lines["workers"]
+    assert "not checked" not in after.stdout
+
+
+# ---- up and listen -------------------------------------------------------------------------
+
+
+def test_up_names_a_taken_port_at_once_and_how_to_choose_another(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        by_option = run_cli("up", "--port", str(port), env=_embedded_env(tmp_path / "data"))
+        elapsed = time.monotonic() - started
+        by_variable = run_cli("up", env={**_embedded_env(tmp_path / "data"), "PORT": str(port)})
+    assert by_option.returncode == 1
+    # One line, before gunicorn's five seconds of retries, naming the port and the way out.
+    assert elapsed < 5
+    assert by_option.stderr.strip() == (
+        f"Error: port {port} on 127.0.0.1 is already in use by another program; "
+        f"stop it, or choose another with --port {port + 1} or PORT={port + 1}"
+    )
+    assert "starting api" not in by_option.stdout  # nothing was started
+    assert by_variable.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in by_variable.stderr
+
+
+def test_listen_prints_when_each_request_came_its_event_and_what_it_answered():
+    import requests
+
+    port = free_port()
+    listener = subprocess.Popen(
+        [sys.executable, "-u", "-m", "webhooks_api.cli", "listen", "--port", str(port),
+         "--status", "500"],
+        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        first = listener.stdout.readline()
+        assert f"listening on http://127.0.0.1:{port}, answering 500" in first
+        daytona = {"event": "sandbox.state.updated", "id": "sbx-1", "newState": "stopped"}
+        envelope = {"id": "evt-1", "type": "sandbox.stopped", "data": {}}
+        answers = [
+            requests.post(f"http://127.0.0.1:{port}/hooks", json=body, timeout=10).status_code
+            for body in (daytona, envelope)
+        ]
+    finally:
+        listener.terminate()
+        output, _ = listener.communicate(timeout=10)
+    assert answers == [500, 500]
+    summary = [line for line in output.splitlines() if "answered" in line]
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert len(summary) == 2, output
+    first_line = stamp + r"  POST /hooks  sandbox\.state\.updated  answered 500"
+    second_line = stamp + r"  POST /hooks  sandbox\.stopped  answered 500"
+    assert re.fullmatch(first_line, summary[0]), summary[0]
+    assert re.fullmatch(second_line, summary[1]), summary[1]
 
 
 # ---- messages tail -------------------------------------------------------------------------
