@@ -24,7 +24,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .config import ConfigError
@@ -366,6 +367,36 @@ def carry(callback: Callable[[], Any]) -> Callable[[], Any]:
             context.detach(token)
 
     return run_in_context
+
+
+def current_parent() -> str | None:
+    """The W3C ``traceparent`` of the running span, to store with a message; None when off."""
+    if _provider is None:
+        return None
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def continuing(parent: str | None) -> Iterator[None]:
+    """Run the block as part of the trace ``parent`` names (a stored ``traceparent``).
+
+    For work that picks a message up again outside its request: a try the sweep hands to
+    the broker joins the message's trace. Nothing when tracing is off or ``parent`` is None.
+    """
+    if _provider is None or not parent:
+        yield
+        return
+    from opentelemetry import context, propagate
+
+    token = context.attach(propagate.extract({"traceparent": parent}))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def log_ids() -> dict[str, str]:

@@ -41,6 +41,9 @@ class Message(Base):
     test: Mapped[bool] = mapped_column(Boolean, default=False)
     # A test message goes to this endpoint only, whatever it subscribes to.
     target_endpoint_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The W3C traceparent of the request that reported it, when tracing is on: tries that
+    # beat's sweep hands to the broker later continue the message's trace.
+    trace_parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Set once the deliveries exist; null means the fan-out is still owed.
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

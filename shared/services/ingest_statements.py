@@ -81,6 +81,7 @@ _MESSAGE = (
         event_id=bindparam("event_id"),
         payload=bindparam("payload"),  # JSON text, made by the caller
         timestamp=bindparam("timestamp"),
+        trace_parent=bindparam("trace_parent"),
         custom=False,
         test=False,
         target_endpoint_id=None,

@@ -58,6 +58,7 @@ class StoredMessage:
     target_endpoint_id: str | None
     fanned_out_at: datetime | None
     created_at: datetime
+    trace_parent: str | None = None
 
 
 @dataclass
@@ -217,6 +218,7 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
         target_endpoint_id=None,
         fanned_out_at=now,
         created_at=now,
+        trace_parent=tracing.current_parent(),
     )
     targets = _endpoint_targets(message, endpoints)
     delivery_ids = [new_id("whd") for _ in targets]
@@ -230,6 +232,7 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
             "event_id": message.event_id,
             "payload": json.dumps(message.payload, separators=(",", ":")),
             "timestamp": message.timestamp,
+            "trace_parent": message.trace_parent,
             "now": now,
             "delivery_ids": delivery_ids,
             "endpoint_ids": [endpoint_id for endpoint_id, _, _ in targets],
@@ -383,6 +386,7 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
     first_in_batch: dict[tuple[str, str], str] = {}
     rows: list[dict] = []
     ids: list[str] = []
+    trace_parent = tracing.current_parent()
     for draft in drafts:
         key = (draft.organization_id, draft.event_id) if draft.event_id else None
         if key and key in first_in_batch:
@@ -405,6 +409,7 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
                 "target_endpoint_id": draft.target_endpoint_id,
                 "fanned_out_at": fanned_out_at,
                 "created_at": now,
+                "trace_parent": trace_parent,
             }
         )
     inserted = set(

@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import ADMIN_TOKEN, PLATFORM, ROOT, TEST_ENV
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.receiver import Receiver, Reply
 from tests.support.scenario import Org, create_endpoint, create_org
 from tests.support.stack import Api, Stack, running_stack
+from tests.support.waiting import wait_until
 
 MARKER = "payload-marker-7f3a91"
 USER_AGENT = "platform-agent-marker/9.9"
@@ -194,6 +196,61 @@ def test_a_failed_attempt_and_its_retry_are_in_the_same_trace(
     assert retry.attributes["webhooks.outcome"] == "delivered"
     # The retry was published by the failed attempt: it descends from it.
     assert _descends(retry, failed, index)
+
+
+def test_a_retry_the_sweep_hands_over_continues_the_messages_trace(
+    traced: Traced, receivers: list[Receiver]
+):
+    # Asked to wait more than a minute: the retry stays in the database, and beat's
+    # sweep hands it to the broker shortly before it is due, in another process.
+    answers = iter([Reply(status=503, body=b"later", headers={"Retry-After": "90"}), Reply()])
+    receivers[1].responder = lambda _r: next(answers, Reply())
+    _, message_id, endpoints = _report(traced, receivers, 3)
+    receivers[1].wait_for(1)
+    hook = endpoints[1]["endpoint_id"]
+
+    def left_to_the_sweep() -> bool:
+        with traced.stack.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT 1 FROM deliveries WHERE message_id = :m AND endpoint_id = :e"
+                        " AND attempt_count = 1 AND enqueued_at IS NULL"
+                    ),
+                    {"m": message_id, "e": hook},
+                ).first()
+            )
+
+    wait_until(left_to_the_sweep)
+    with traced.stack.engine.begin() as conn:
+        # As if the 90 s had passed: due in two seconds.
+        conn.execute(
+            text(
+                "UPDATE deliveries SET next_attempt_at = now() + interval '2 seconds'"
+                " WHERE message_id = :m AND endpoint_id = :e"
+            ),
+            {"m": message_id, "e": hook},
+        )
+    receivers[1].wait_for(2, timeout=30)
+
+    spans = traced.otlp.wait_for(_traced(message_id, 3))
+    attempts = _attempts(spans, message_id)
+    assert len({a.trace_id for a in attempts}) == 1
+    index = _by_id([s for s in spans if s.trace_id == attempts[0].trace_id])
+    retry = next(
+        a
+        for a in attempts
+        if a.attributes["webhooks.endpoint_id"] == hook and a.attributes["webhooks.try_number"] == 2
+    )
+    assert retry.attributes["webhooks.outcome"] == "delivered"
+    [ingest] = [s for s in index.values() if s.kind == "SPAN_KIND_SERVER"]
+    assert ingest.parent_id == ""
+    assert _descends(retry, ingest, index)
+    # Handed over by the sweep, not published by the failed attempt.
+    [first] = [
+        a for a in attempts if a.attributes["webhooks.endpoint_id"] == hook and a is not retry
+    ]
+    assert not _descends(retry, first, index)
 
 
 def test_a_test_send_and_a_manual_resend_are_traced_from_their_requests(

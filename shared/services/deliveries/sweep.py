@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from ... import tracing
 from ...models import Delivery, DeliveryStatus, ManualRequest, Message, utcnow
 from ...queue import Task, enqueue_after_commit
 
@@ -75,9 +76,11 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
         rows += batch
         if len(batch) < SWEEP_BATCH:
             break
+    parents = _trace_parents(session, [row.id for row in rows])
     for delivery_id, attempt_count, due_at in rows:
         eta = due_at if due_at and due_at > now else None
-        enqueue_after_commit(session, Task.DELIVER, delivery_id, attempt_count + 1, eta=eta)
+        with tracing.continuing(parents.get(delivery_id)):
+            enqueue_after_commit(session, Task.DELIVER, delivery_id, attempt_count + 1, eta=eta)
     counts["deliveries"] = len(rows)
 
     if congested:
@@ -95,6 +98,18 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
         enqueue_after_commit(session, Task.FANOUT, owed[start : start + FANOUT_CHUNK])
     counts["fanouts"] = len(owed)
     return counts
+
+
+def _trace_parents(session: Session, delivery_ids: list[str]) -> dict[str, str]:
+    """The trace each delivery's message began, by delivery id (empty when tracing is off)."""
+    if not tracing.enabled() or not delivery_ids:
+        return {}
+    rows = session.execute(
+        select(Delivery.id, Message.trace_parent)
+        .join(Message, Message.id == Delivery.message_id)
+        .where(Delivery.id.in_(delivery_ids), Message.trace_parent.is_not(None))
+    )
+    return {delivery_id: parent for delivery_id, parent in rows}
 
 
 def _take_for_enqueue(session: Session, query: Select, model: type, now: datetime) -> list:
