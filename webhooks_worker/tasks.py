@@ -13,7 +13,8 @@ from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
 from shared.models import Trigger
 from shared.queue import Task
-from shared.services import deliveries, endpoint_health, messages, retention
+from shared.services import deliveries, endpoint_health, retention
+from shared.services.fanout import fan_out
 
 from .celery_app import app
 
@@ -46,7 +47,7 @@ def fanout(message_ids: list[str]) -> int:
     Run twice, it creates nothing more: a message already fanned out is skipped.
     """
     with session_scope() as session:
-        return len(messages.fan_out(session, message_ids=message_ids) or [])
+        return len(fan_out(session, message_ids=message_ids) or [])
 
 
 @app.task(name=Task.DELIVER, **DB_RETRY)

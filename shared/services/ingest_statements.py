@@ -41,7 +41,7 @@ _E = Endpoint.__table__
 _M = Message.__table__
 _D = Delivery.__table__
 
-# What a fan-out reads of an endpoint, in the order of ``messages.EndpointTarget``.
+# What a fan-out reads of an endpoint, in the order of ``fanout.EndpointTarget``.
 TARGET_COLUMNS = (
     _E.c.id,
     _E.c.organization_id,

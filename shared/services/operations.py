@@ -440,7 +440,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_moment(value: str, *, now: datetime | None = None) -> datetime:
     """An ISO 8601 time, or a duration ago such as ``30m``, ``6h``, ``7d``."""
-    from .messages import parse_timestamp
+    from .ingest import parse_timestamp
 
     match = _RELATIVE.match(value or "")
     if match:

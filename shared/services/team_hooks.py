@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
-from ..models import Endpoint
-from . import endpoints, messages
+from ..models import Endpoint, Message
+from . import endpoints, ingest
 from .auth import Principal
 
 CATEGORY = "team-hook"
@@ -117,13 +117,13 @@ def delete(session: Session, *, principal: Principal) -> Endpoint:
 
 def send_test(
     session: Session, *, principal: Principal
-) -> messages.Message | messages.StoredMessage:
+) -> Message | ingest.StoredMessage:
     """Queue a `create` example to the team's hook (any member), whatever it subscribes to."""
     hook = get(session, principal=principal)
     if not hook.is_active:
         reason = f" ({hook.disabled_reason})" if hook.disabled_reason else ""
         raise Conflict(f"The team's webhook is disabled{reason}; no test was sent")
-    return messages.send_test(
+    return ingest.send_test(
         session,
         principal=principal,
         endpoint_id=hook.id,

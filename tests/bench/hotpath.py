@@ -225,7 +225,7 @@ def _run(args: argparse.Namespace, port: int) -> int:
 
     from shared.db import get_sessionmaker, session_scope
     from shared.models import Delivery, Message
-    from shared.services import messages
+    from shared.services import fanout
 
     with session_scope() as session:
         ids = list(session.scalars(select(Message.id).where(Message.fanned_out_at.is_(None))))
@@ -233,14 +233,14 @@ def _run(args: argparse.Namespace, port: int) -> int:
     if not ids:
         out.append(
             "FAN-OUT: made by each ingest above, in its own transaction (small fan-outs, "
-            "shared.services.messages.INLINE_FANOUT_*); no fan-out task to measure"
+            "shared.services.ingest.INLINE_FANOUT_*); no fan-out task to measure"
         )
     else:
         counts.reset()
         cpu, wall = time.process_time(), time.perf_counter()
         for message_id in ids[:wanted]:
             with session_scope() as session:
-                messages.fan_out(session, message_ids=[message_id])
+                fanout.fan_out(session, message_ids=[message_id])
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         out.append(
             f"FAN-OUT task, one message to 10 endpoints per task: {wall / wanted * 1000:.2f} "

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from shared import queue
 from shared.db import session_scope
 from shared.models import Delivery
-from shared.services import messages
+from shared.services import fanout, ingest
 
 
 def accept_without_broker(organization_id: str, **fields) -> str:
@@ -28,10 +28,10 @@ def accept_without_broker(organization_id: str, **fields) -> str:
     queue.configure(None)
     try:
         with session_scope() as session:
-            accepted = messages.ingest_events(session, raw_events=[event], single=True)
+            accepted = ingest.ingest_events(session, raw_events=[event], single=True)
             message_id = accepted[0].message.id
         with session_scope() as session:
-            messages.fan_out(session, message_ids=[message_id])
+            fanout.fan_out(session, message_ids=[message_id])
     finally:
         queue.configure(sender)
     with session_scope() as session:

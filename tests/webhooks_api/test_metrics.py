@@ -64,12 +64,12 @@ def _ingest(client, org, count: int) -> None:
 def test_each_message_is_counted_once_whichever_path_fans_it_out(
     client, org, make_receiver, worker, monkeypatch
 ):
-    from shared.services import messages
+    from shared.services import ingest
 
     receiver = make_receiver()
     endpoint = _create_v1(client, org, receiver.url + "/ok")
     _ingest(client, org, 2)  # fanned out by the request itself
-    monkeypatch.setattr(messages, "INLINE_FANOUT_DELIVERIES", 0)
+    monkeypatch.setattr(ingest, "INLINE_FANOUT_DELIVERIES", 0)
     _ingest(client, org, 3)  # fanned out by a fan-out task on the worker
     once = {"event": "sandbox.created", "organizationId": org.id, "id": "sbx-9", "eventId": "e-1"}
     for _ in range(2):  # the repeat is a duplicate: no new message

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields
 
 from shared.errors import Invalid
 from shared.schemas import Timestamp
-from shared.services import messages, organizations
+from shared.services import ingest, organizations
 
 from ..context import db, require_platform
 
@@ -98,7 +98,7 @@ _EVENTS_BODY = {
                     {"$ref": "#/components/schemas/PlatformEvent"},
                     {
                         "type": "array",
-                        "maxItems": messages.MAX_BATCH,
+                        "maxItems": ingest.MAX_BATCH,
                         "items": {"$ref": "#/components/schemas/PlatformEvent"},
                     },
                 ]
@@ -117,9 +117,9 @@ class Events(MethodView):
         require_platform()
         body = g.get("json_body")
         if isinstance(body, list):
-            accepted = messages.ingest_events(db(), raw_events=body, single=False)
+            accepted = ingest.ingest_events(db(), raw_events=body, single=False)
         elif isinstance(body, dict):
-            accepted = messages.ingest_events(db(), raw_events=[body], single=True)
+            accepted = ingest.ingest_events(db(), raw_events=[body], single=True)
         else:
             raise Invalid("body must be an event object or an array of events")
         return {

@@ -15,7 +15,7 @@ from flask_smorest import Blueprint
 from shared import payloads
 from shared.db import get_sessionmaker
 from shared.schemas import EndpointSchema, EndpointStatsSchema, MessageSchema
-from shared.services import deliveries, endpoints, health, initialization, messages
+from shared.services import deliveries, endpoints, health, ingest, initialization, messages
 from shared.services.auth import Principal
 from webhooks_worker import health as probes
 
@@ -224,7 +224,7 @@ class EndpointTest(MethodView):
     def post(self, body: dict, organizationId: str, endpointId: str):  # noqa: N803
         """Send an event type's example to this endpoint only, whatever it subscribes to"""
         principal = _member(organizationId)
-        return messages.send_test(
+        return ingest.send_test(
             db(), principal=principal, endpoint_id=endpointId, event_type=body["eventType"]
         )
 
@@ -241,7 +241,7 @@ class Send(MethodView):
     def post(self, body: dict, organizationId: str):  # noqa: N803
         """Send a custom event; a repeated eventId answers 200 with the first message"""
         principal = _member(organizationId)
-        accepted = messages.send_custom(
+        accepted = ingest.send_custom(
             db(),
             principal=principal,
             organization_id=organizationId,

@@ -17,7 +17,7 @@ from shared.schemas import (
     through,
 )
 from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
-from shared.services.messages import EVENT_ID_MAX, parse_timestamp
+from shared.services.ingest import EVENT_ID_MAX, parse_timestamp
 
 # Bounds on free text and ids; the services check the same limits and say so in words.
 NAME_MAX = 200
@@ -170,7 +170,7 @@ class RecoveredSchema(Schema):
 
 
 class SentMessageSchema(through(MessageSchema, "message")):
-    """An accepted send (``services.messages.Accepted``): a repeated eventId gets the first."""
+    """An accepted send (``services.ingest.Accepted``): a repeated eventId gets the first."""
 
     duplicate = fields.Boolean()
 

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from shared.errors import Invalid
 from shared.services import deliveries, endpoints
-from shared.services.messages import parse_timestamp
+from shared.services.ingest import parse_timestamp
 
 from ..context import current_principal, db, now_iso
 from .schemas import (

@@ -13,7 +13,7 @@ from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.http import DeliveryClient
 from shared.models import Attempt, Delivery, Endpoint, ManualRequest, new_id, utcnow
-from shared.services import deliveries, messages
+from shared.services import deliveries, fanout, ingest
 from shared.services.deliveries import sweep
 from tests.conftest import PLATFORM
 from tests.support.unqueued import accept_without_broker
@@ -126,7 +126,7 @@ def test_sweep_fans_out_messages_whose_fanout_task_was_lost(
 ):
     _endpoint(client, org, receiver.url)
     # More deliveries than the ingest makes itself: the messages go to a fan-out task.
-    monkeypatch.setattr(messages, "INLINE_FANOUT_DELIVERIES", 5)
+    monkeypatch.setattr(ingest, "INLINE_FANOUT_DELIVERIES", 5)
     count = 6
     queue_sender = queue._sender
     queue.configure(None)
@@ -322,7 +322,7 @@ def test_an_array_within_the_delivery_budget_makes_its_deliveries_in_the_request
 def test_a_fan_out_run_twice_makes_each_delivery_once(client, org, receiver, monkeypatch):
     first = _endpoint(client, org, receiver.url + "/a")
     second = _endpoint(client, org, receiver.url + "/b")
-    monkeypatch.setattr(messages, "INLINE_FANOUT_DELIVERIES", 0)  # always a fan-out task
+    monkeypatch.setattr(ingest, "INLINE_FANOUT_DELIVERIES", 0)  # always a fan-out task
     ids = _post_without_broker(client, [_stopped(org, n) for n in range(3)])
     with session_scope() as session:
         assert session.scalars(select(Delivery.id)).all() == []
@@ -330,9 +330,9 @@ def test_a_fan_out_run_twice_makes_each_delivery_once(client, org, receiver, mon
     queue.configure(None)
     try:
         with session_scope() as session:
-            made = messages.fan_out(session, message_ids=ids)
+            made = fanout.fan_out(session, message_ids=ids)
         with session_scope() as session:
-            again = messages.fan_out(session, message_ids=ids)
+            again = fanout.fan_out(session, message_ids=ids)
     finally:
         queue.configure(sender)
     assert len(made) == 6 and again == []
@@ -350,14 +350,14 @@ def test_a_single_event_to_more_endpoints_than_the_request_fans_out_goes_to_a_ta
 ):
     from shared.models import Message
 
-    monkeypatch.setattr(messages, "INLINE_FANOUT_ENDPOINTS", 2)
+    monkeypatch.setattr(ingest, "INLINE_FANOUT_ENDPOINTS", 2)
     made = [_endpoint(client, org, f"{receiver.url}/{n}") for n in range(3)]
     (message_id,) = _post_without_broker(client, _stopped(org, 1))
     with session_scope() as session:
         assert session.get(Message, message_id).fanned_out_at is None
         assert session.scalars(select(Delivery.id)).all() == []
     with session_scope() as session:
-        assert len(messages.fan_out(session, message_ids=[message_id])) == 3
+        assert len(fanout.fan_out(session, message_ids=[message_id])) == 3
     with session_scope() as session:
         assert sorted(session.scalars(select(Delivery.endpoint_id))) == sorted(made)
 
