@@ -16,7 +16,7 @@ from .targets import AllowList, parse_allowlist, validate_target_url
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
 # A worker process's most delivery threads, and the threads it runs while posts answer
-# quickly (webhooks_worker.elastic_threads); the Procfile and the benchmark start from these.
+# quickly (webhooks_worker.thread_pool); the Procfile and the benchmark start from these.
 DEFAULT_WORKER_CONCURRENCY = 256
 DEFAULT_WORKER_CORE_THREADS = 8
 
@@ -46,7 +46,7 @@ class Settings:
     log_format: str = "text"
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     # Threads a worker runs while its posts answer quickly; it grows towards
-    # worker_concurrency as posts wait on slow receivers (webhooks_worker.elastic_threads).
+    # worker_concurrency as posts wait on slow receivers (webhooks_worker.thread_pool).
     worker_core_threads: int = DEFAULT_WORKER_CORE_THREADS
     # "async": the worker's delivery writes (claim, record, fan-out) do not wait for
     # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
