@@ -166,9 +166,7 @@ class ElasticExecutor:
 
     def _grow(self) -> None:
         """Start threads for waiting tasks, as many as blocked posts allow."""
-        wanted = min(
-            self.allowed_threads() - len(self._threads), len(self._queue) - self._idle
-        )
+        wanted = min(self.allowed_threads() - len(self._threads), len(self._queue) - self._idle)
         for _ in range(max(0, wanted)):
             self._start_thread()
         if wanted > 0:
@@ -251,9 +249,7 @@ class ElasticThreadPool(BasePool):
         **_options: Any,
     ) -> _Applied:
         """Queue one task for the executor's threads."""
-        future = self.executor.submit(
-            apply_target, target, args, kwargs, callback, accept_callback
-        )
+        future = self.executor.submit(apply_target, target, args, kwargs, callback, accept_callback)
         return _Applied(future)
 
     def on_stop(self) -> None:
