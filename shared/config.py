@@ -16,9 +16,20 @@ from .targets import AllowList, parse_allowlist, validate_target_url
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
 # A worker process's most delivery threads, and the threads it runs while posts answer
-# quickly (webhooks_worker.elastic_threads); the Procfile and the benchmark start from these.
+# quickly (webhooks_worker.thread_pool); the Procfile and the benchmark start from these.
 DEFAULT_WORKER_CONCURRENCY = 256
 DEFAULT_WORKER_CORE_THREADS = 8
+# The most delivery processes one `webhooks worker` runs (each holds its own database and
+# HTTP pools; more than this on one machine is a typo rather than a plan).
+MAX_WORKER_PROCESSES = 256
+
+
+def default_worker_processes() -> int:
+    """One delivery process per core this process may run on (cpusets and taskset count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class ConfigError(Exception):
@@ -46,8 +57,10 @@ class Settings:
     log_format: str = "text"
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     # Threads a worker runs while its posts answer quickly; it grows towards
-    # worker_concurrency as posts wait on slow receivers (webhooks_worker.elastic_threads).
+    # worker_concurrency as posts wait on slow receivers (webhooks_worker.thread_pool).
     worker_core_threads: int = DEFAULT_WORKER_CORE_THREADS
+    # Delivery processes `webhooks worker` supervises (webhooks_worker.supervisor).
+    worker_processes: int = 1
     # "async": the worker's delivery writes (claim, record, fan-out) do not wait for
     # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
     delivery_commit: str = "async"
@@ -364,6 +377,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         worker_core_threads=_int(
             env, "WEBHOOKS_WORKER_CORE_THREADS", DEFAULT_WORKER_CORE_THREADS, 1, 1000
+        ),
+        worker_processes=_int(
+            env, "WEBHOOKS_WORKER_PROCESSES", default_worker_processes(), 1, MAX_WORKER_PROCESSES
         ),
         delivery_commit=delivery_commit,
         embedded=embedded,

@@ -346,7 +346,7 @@ class DeliveryClient:
         """How many posts have been in flight for more than ``seconds``.
 
         A worker's thread pool counts the threads that such posts hold as blocked
-        (``webhooks_worker.elastic_threads``).
+        (``webhooks_worker.thread_pool``).
         """
         cutoff = time.monotonic() - seconds
         return sum(1 for began in list(self._in_flight.values()) if began < cutoff)

@@ -28,7 +28,7 @@ import requests
 import yaml
 from honcho.environ import parse_procfile
 
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError, default_worker_processes, load_settings
 from tests.conftest import ADMIN_TOKEN, ENCRYPTION_KEY
 from tests.support.live_server import shared_live_server
 from tests.support.waiting import wait_until
@@ -179,10 +179,16 @@ def test_procfile_commands_are_real(name):
     kinds = [check_program(argv) for argv in split_commands(expand(PROCFILE[name], env))]
     expected = {
         "web": ["webhooks", "gunicorn"],  # migrations first, then the api
-        "worker": ["celery worker"],
+        "worker": ["webhooks"],  # the supervisor of the delivery processes
         "beat": ["celery beat"],
     }
     assert kinds == expected[name]
+
+
+def test_procfile_worker_is_the_supervisor_at_its_defaults_below_web():
+    # Every core by default, and no tuning on the line: what ships is what is measured.
+    assert split_commands(PROCFILE["worker"]) == [["webhooks", "worker"]]
+    assert shlex.split(PROCFILE["worker"])[:4] == ["exec", "nice", "-n", "10"]
 
 
 def test_procfile_variables_are_known_to_the_config():
@@ -224,7 +230,7 @@ def test_compose_commands_are_real(name):
     expected = {
         "migrate": ["webhooks"],
         "api": ["gunicorn"],
-        "worker": ["celery worker"],
+        "worker": ["webhooks"],
         "beat": ["celery beat"],
     }
     assert kinds == expected[name]
@@ -351,11 +357,20 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver):
     port = _free_port()
-    env = {**os.environ, "REDIS_URL": private_redis, "PORT": str(port)}
+    # The Procfile's commands are this project's entry points, as installed next to the
+    # Python running the tests (a `webhooks` of another installation may come first on
+    # the PATH otherwise).
+    bin_dir = os.path.dirname(sys.executable)
+    env = {
+        **os.environ,
+        "REDIS_URL": private_redis,
+        "PORT": str(port),
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
     log_path = tmp_path / "honcho.log"
     with open(log_path, "wb") as log:
         honcho = subprocess.Popen(
-            ["honcho", "start"],
+            [sys.executable, "-m", "honcho", "start"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -381,8 +396,9 @@ def test_honcho_start_runs_web_worker_and_beat(tmp_path, private_redis, receiver
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
             )  # fmt: skip
 
-        checked = wait_until(lambda: (r := cli("check")).returncode == 0 and r, timeout=30)
-        assert "workers   ok      1 answering" in checked.stdout
+        # One delivery process per core, each answering the ping.
+        answering = f"workers   ok      {default_worker_processes()} answering"
+        wait_until(lambda: answering in cli("check").stdout, timeout=30)
         org = json.loads(cli("org", "create", "Acme", "--json").stdout)
         event = {"event": "sandbox.state.updated", "organizationId": org["organizationId"],
                  "id": "sbx-42", "oldState": "paused", "newState": "started"}  # fmt: skip

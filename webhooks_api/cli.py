@@ -20,7 +20,13 @@ from typing import Any
 
 import click
 
-from shared.config import ConfigError, Settings, get_settings, load_settings
+from shared.config import (
+    MAX_WORKER_PROCESSES,
+    ConfigError,
+    Settings,
+    get_settings,
+    load_settings,
+)
 
 
 def _settings() -> Settings:
@@ -110,6 +116,44 @@ WORKER_NICENESS = 10
 
 
 @cli.command()
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_WORKER_PROCESSES),
+    default=None,
+    help="Delivery processes [default: WEBHOOKS_WORKER_PROCESSES, one per core].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Most threads per process [default: WEBHOOKS_WORKER_CONCURRENCY, 256].",
+)
+@click.option("--loglevel", default="INFO", show_default=True, help="Celery's log level.")
+@click.option(
+    "--beat-schedule",
+    default=None,
+    help="Also run beat in the first process, keeping its schedule in this file.",
+)
+def worker(
+    processes: int | None, concurrency: int | None, loglevel: str, beat_schedule: str | None
+) -> None:
+    """Run the delivery workers in the foreground: one process per core, restarted if they die."""
+    from shared.logs import configure_logging
+    from webhooks_worker.supervisor import run_workers
+
+    settings = _settings()
+    configure_logging(settings.log_format, process="worker", level="INFO")
+    raise SystemExit(
+        run_workers(
+            processes=processes or settings.worker_processes,
+            concurrency=concurrency or settings.worker_concurrency,
+            loglevel=loglevel,
+            beat_schedule=beat_schedule,
+        )
+    )
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the api binds.")
 @click.option(
     "--port",
@@ -119,7 +163,13 @@ WORKER_NICENESS = 10
     help="Port the api listens on (or the PORT variable).",
 )
 @click.option("--concurrency", default=None, type=int, help="Delivery worker threads.")
-def up(host: str, port: int, concurrency: int | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_WORKER_PROCESSES),
+    default=None,
+    help="Delivery processes [default: one per core; one on the embedded SQLite database].",
+)
+def up(host: str, port: int, concurrency: int | None, processes: int | None) -> None:
     """Run api, worker and beat together (SQLite and an embedded broker when unconfigured)."""
     from shared.migrate import upgrade
 
@@ -137,24 +187,14 @@ def up(host: str, port: int, concurrency: int | None) -> None:
     env = dict(os.environ)
     env.setdefault("WEBHOOKS_DATA_DIR", str(settings.data_dir))
     threads = concurrency or (16 if settings.embedded else settings.worker_concurrency)
+    # A SQLite file takes one writer at a time: more processes would only queue for it.
+    processes = processes or (1 if settings.embedded else settings.worker_processes)
     worker_cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "webhooks_worker.celery_app",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(threads),
-        "--loglevel",
-        "INFO",
-        # Beat runs inside this worker: one process fewer on a single machine.
-        "--beat",
-        "--schedule",
-        str(settings.data_dir / "celerybeat-schedule"),
-    ]
+        sys.executable, "-m", "webhooks_api.cli", "worker",
+        "--processes", str(processes), "--concurrency", str(threads), "--loglevel", "INFO",
+        # Beat runs inside the first worker process: one process fewer on a single machine.
+        "--beat-schedule", str(settings.data_dir / "celerybeat-schedule"),
+    ]  # fmt: skip
     api_cmd = [
         sys.executable,
         "-m",

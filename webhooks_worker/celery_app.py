@@ -7,6 +7,7 @@ import logging
 import os
 
 from celery import Celery, signals
+from celery.concurrency import get_implementation
 from kombu.utils.uuid import uuid
 
 from shared import db, queue
@@ -15,6 +16,7 @@ from shared.queue import Task
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .routing import TASK_QUEUES, route_task
+from .thread_pool import ElasticThreadPool
 
 log = logging.getLogger("webhooks.worker")
 
@@ -226,11 +228,8 @@ def broker_eviction_warning(broker_url: str) -> str | None:
 
 @signals.worker_init.connect
 def _elastic_thread_pool(sender=None, **_kwargs) -> None:
-    # Before the pool is made: `--pool threads` runs webhooks_worker.pool's thread pool.
-    from celery.concurrency import get_implementation
-
-    from .elastic_threads import ElasticThreadPool
-
+    # Before the pool is made: `--pool threads` runs webhooks_worker.thread_pool's pool,
+    # so that every command line (Procfile, compose, tests) stays Celery's own.
     if sender is not None and get_implementation(sender.pool_cls) is get_implementation("threads"):
         sender.pool_cls = ElasticThreadPool
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
 from shared import notify, tracing
 from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
-from shared.http import DeliveryClient
 from shared.models import Trigger
 from shared.queue import Task
 from shared.services import deliveries, endpoint_health, retention
 from shared.services.fanout import fan_out
 
 from .celery_app import app
+from .client import http_client
 
 log = logging.getLogger("webhooks.worker")
 
@@ -27,17 +26,6 @@ DB_RETRY = {
     "retry_backoff_max": 60,
     "max_retries": None,
 }
-
-
-@lru_cache(maxsize=1)
-def http_client() -> DeliveryClient:
-    """One pooled HTTP client per worker process."""
-    settings = get_settings()
-    return DeliveryClient(
-        allow=settings.allow_private_targets,
-        user_agent=deliveries.user_agent(),
-        pool_maxsize=max(10, settings.worker_concurrency),
-    )
 
 
 @app.task(name=Task.FANOUT, **DB_RETRY)

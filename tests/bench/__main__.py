@@ -26,7 +26,9 @@ from .harness import (
     config_dict,
     machine_info,
     source_digest,
+    tuning,
     versions,
+    worker_processes,
 )
 from .report import num, write_json
 from .scenarios import FRESH_WORKERS, SCENARIOS, Context
@@ -51,29 +53,29 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         default=_DEFAULTS.scale,
         help="multiply every count and duration (0.1 for a quick run; minimums apply)",
     )
-    parser.add_argument(
+    # Tuning: by default the workers are the Procfile's `worker:` line exactly as shipped.
+    tuning_group = parser.add_argument_group(
+        "tuning (each one given labels the run TUNED: the workers are then not as shipped)"
+    )
+    tuning_group.add_argument(
         "--workers",
         type=int,
-        default=_DEFAULTS.workers,
-        help="worker processes (default: one per core, as the README advises)",
+        help="delivery processes (WEBHOOKS_WORKER_PROCESSES; shipped: one per core)",
     )
-    parser.add_argument(
+    tuning_group.add_argument(
         "--concurrency",
         type=int,
-        default=_DEFAULTS.concurrency,
-        help="most threads per worker process (WEBHOOKS_WORKER_CONCURRENCY)",
+        help="most threads per delivery process (WEBHOOKS_WORKER_CONCURRENCY; shipped: 256)",
     )
-    parser.add_argument(
+    tuning_group.add_argument(
         "--core-threads",
         type=int,
-        default=_DEFAULTS.core_threads,
-        help="threads a worker runs while posts are quick (WEBHOOKS_WORKER_CORE_THREADS)",
+        help="threads a process runs while posts are quick (WEBHOOKS_WORKER_CORE_THREADS)",
     )
-    parser.add_argument(
+    tuning_group.add_argument(
         "--worker-nice",
         type=int,
-        default=_DEFAULTS.worker_nice,
-        help="run the workers under `nice -n N`, as the Procfile does (api, database, receiver: 0)",
+        help="niceness of the workers in place of the Procfile's `nice -n 10`",
     )
     parser.add_argument(
         "--api-workers", type=int, default=_DEFAULTS.api_workers, help="gunicorn worker processes"
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": stamp,
         "machine": machine_info(),
         "config": config_dict(config),
+        "workers_tuned": tuning(config),
         "source_digest": source_digest(),
         "scenarios": {},
         "previous_rate": _previous_rate(results_dir),
@@ -221,10 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{machine['memory_gib']} GiB, load {', '.join(f'{x:.2f}' for x in machine['loadavg'])}"
         )
         out("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
+        tuned = tuning(config)
+        workers = (
+            "TUNED workers (" + ", ".join(f"{k} {v}" for k, v in tuned.items()) + ")"
+            if tuned
+            else "workers as shipped"
+        )
         out(
-            f"config: scale {config.scale}, {config.workers} worker process(es) x "
-            f"{config.concurrency} threads ({config.core_threads} core) at nice "
-            f"{config.worker_nice}, api gunicorn gthread "
+            f"config: scale {config.scale}, {workers}: `{stack.worker_command()}` "
+            f"({worker_processes(config)} delivery process(es)), api gunicorn gthread "
             f"{config.api_workers} x "
             f"{config.api_threads}, loglevel {config.loglevel}, retry schedule "
             f"{config.retry_schedule}, redis {config.redis_url}, baseline prefork x "

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.config import DEFAULT_WORKER_CONCURRENCY, DEFAULT_WORKER_CORE_THREADS
+from shared.config import default_worker_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "bench-platform-token-0123456789abcdef"
@@ -37,11 +38,14 @@ class BenchConfig:
 
     scenarios: list[int]
     scale: float = 1.0
-    # One worker process per core, as the README advises.
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    concurrency: int = DEFAULT_WORKER_CONCURRENCY
-    core_threads: int = DEFAULT_WORKER_CORE_THREADS
-    worker_nice: int = 10
+    # The workers run the Procfile's `worker:` line as shipped; each of these, when set,
+    # tunes it (and the run is labelled tuned): delivery processes, most threads and core
+    # threads per process (WEBHOOKS_WORKER_PROCESSES, _CONCURRENCY, _CORE_THREADS), and
+    # the niceness in place of the line's own.
+    workers: int | None = None
+    concurrency: int | None = None
+    core_threads: int | None = None
+    worker_nice: int | None = None
     api_workers: int = 1
     api_threads: int = 100
     loglevel: str = "INFO"
@@ -52,6 +56,29 @@ class BenchConfig:
     py_spy: bool = False
     keep_db: bool = False
     baseline_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+def procfile_worker_line() -> str:
+    """The Procfile's `worker:` command, as honcho would run it."""
+    from honcho.environ import parse_procfile
+
+    return parse_procfile((ROOT / "Procfile").read_text()).processes["worker"]
+
+
+def tuning(config: BenchConfig) -> dict[str, int]:
+    """The worker settings a run changed from what ships (empty: the Procfile as is)."""
+    asked = {
+        "workers": config.workers,
+        "concurrency": config.concurrency,
+        "core_threads": config.core_threads,
+        "worker_nice": config.worker_nice,
+    }
+    return {name: value for name, value in asked.items() if value is not None}
+
+
+def worker_processes(config: BenchConfig) -> int:
+    """How many delivery processes the worker line starts in this run."""
+    return config.workers or default_worker_processes()
 
 
 def sa_url(url: str) -> str:
@@ -404,13 +431,19 @@ class Stack:
                 "WEBHOOKS_ENCRYPTION_KEY": ENCRYPTION_KEY,
                 "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "127.0.0.0/8",
                 "WEBHOOKS_RETRY_SCHEDULE": self.config.retry_schedule,
-                "WEBHOOKS_WORKER_CONCURRENCY": str(self.config.concurrency),
-                "WEBHOOKS_WORKER_CORE_THREADS": str(self.config.core_threads),
                 "WEBHOOKS_DATA_DIR": str(self.run_dir / "data"),
                 "BENCH_BASELINE_BROKER_URL": self.config.redis_url,
                 "PYTHONUNBUFFERED": "1",
+                # The Procfile's programs (webhooks, celery) as installed with this Python.
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
             }
         )
+        tuned = {
+            "WEBHOOKS_WORKER_PROCESSES": self.config.workers,
+            "WEBHOOKS_WORKER_CONCURRENCY": self.config.concurrency,
+            "WEBHOOKS_WORKER_CORE_THREADS": self.config.core_threads,
+        }
+        env.update({name: str(value) for name, value in tuned.items() if value is not None})
         return env
 
     # -- database and broker
@@ -536,38 +569,39 @@ class Stack:
         raise RuntimeError("api did not start:\n" + self.procs.log_text("api")[-3000:])
 
     def worker_names(self) -> list[str]:
-        return [f"worker{i}" for i in range(self.config.workers)]
+        return ["worker"]
+
+    def worker_command(self) -> str:
+        """The Procfile's worker line, with the niceness replaced when that is tuned."""
+        line = procfile_worker_line()
+        if self.config.worker_nice is not None:
+            nice = f"nice -n {self.config.worker_nice} " if self.config.worker_nice else ""
+            line, found = re.subn(r"nice -n \d+ ", nice, line, count=1)
+            if not found:
+                raise RuntimeError(f"--worker-nice: no `nice -n N` in the worker line {line!r}")
+        return line
 
     def start_workers(self) -> None:
-        for i, name in enumerate(self.worker_names()):
-            niceness = (
-                ["nice", "-n", str(self.config.worker_nice)] if self.config.worker_nice else []
-            )
-            argv = [
-                *niceness,
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "webhooks_worker.celery_app",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(self.config.concurrency),
-                "--loglevel",
-                self.config.loglevel,
-                "-n",
-                f"bench{i}@%h",
-            ]
-            self.procs.start(name, argv, self.env)
-        for name in self.worker_names():
-            self.procs.wait_for_log(name, "ready.", timeout=60)
+        """Start the Procfile's worker line; return once each delivery process is ready."""
+        (name,) = self.worker_names()
+        log = self.run_dir / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        self.procs.start(name, ["sh", "-c", self.worker_command()], self.env)
+        wanted = worker_processes(self.config)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            text = log.read_bytes()[offset:].decode(errors="replace")
+            if text.count(" ready.") >= wanted:
+                return
+            if self.procs.procs[name].poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not start:\n{self.procs.log_text(name)[-3000:]}")
 
     def restart_workers(self) -> None:
         """Fresh worker processes: RSS never shrinks, so a peak needs a clean start."""
         for name in self.worker_names():
-            self.procs.stop(name)
+            self.procs.stop(name, timeout=60)
         self.start_workers()
 
     def start_beat(self) -> None:

@@ -19,6 +19,7 @@ from .harness import (
     Stack,
     cpu_seconds,
     process_tree,
+    tuning,
 )
 from .report import ms, num, percentiles, table
 
@@ -373,7 +374,7 @@ def scenario_1(ctx: Context) -> dict:
             ["", "posts", "seconds", "posts/s", "notes"],
             [
                 [
-                    "service",
+                    "service (TUNED)" if tuning(ctx.config) else "service",
                     f"{got}/{expected}",
                     num(span, 2),
                     num(service["deliveries_per_s"]),

@@ -25,7 +25,7 @@ def test_a_healthy_endpoint_is_served_while_another_hangs(stack, make_receiver):
     hanging.reply(delay=HANG)
     api = stack.start_api()
     worker = stack.start_worker(concurrency=16, env={"WEBHOOKS_WORKER_CORE_THREADS": "2"})
-    assert "concurrency: 16 (elastic_threads)" in worker.log_text()
+    assert "concurrency: 16 (thread_pool)" in worker.log_text()
     org = create_org(api)
     create_endpoint(api, org, hanging.url + "/hook", event_types=("sandbox.stopped",))
     create_endpoint(api, org, healthy.url + "/hook", event_types=("sandbox.started",))

@@ -29,6 +29,13 @@ def test_defaults(tmp_path):
     assert not settings.allow_private_targets.allows(__import__("ipaddress").ip_address("10.0.0.1"))
     assert settings.uses_redis and not settings.embedded
     assert settings.worker_concurrency == 256 and settings.worker_core_threads == 8
+    # One delivery process per core of the machine.
+    assert settings.worker_processes == len(__import__("os").sched_getaffinity(0))
+
+
+def test_worker_processes_can_be_set(tmp_path):
+    env = {**BASE, "WEBHOOKS_DATA_DIR": str(tmp_path), "WEBHOOKS_WORKER_PROCESSES": " 3 "}
+    assert load_settings(env).worker_processes == 3
 
 
 def test_embedded_default_needs_nothing(tmp_path):
@@ -108,6 +115,9 @@ def test_a_bad_broker_url_is_named_without_its_password(tmp_path):
         ("WEBHOOKS_RETENTION_DAYS", "0"),
         ("WEBHOOKS_INIT_MAX_RETRIES", "x"),
         ("WEBHOOKS_WORKER_CORE_THREADS", "0"),
+        ("WEBHOOKS_WORKER_PROCESSES", "0"),
+        ("WEBHOOKS_WORKER_PROCESSES", "two"),
+        ("WEBHOOKS_WORKER_PROCESSES", "100000"),
         ("WEBHOOKS_LOG_FORMAT", "xml"),
         ("WEBHOOKS_DELIVERY_COMMIT", "off"),
         ("CELERY_BROKER_URL", "http://127.0.0.1:6379/0"),
