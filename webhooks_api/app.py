@@ -134,7 +134,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(pages)
     from .health import blp as operations_blp
 
-    app.register_blueprint(operations_blp)  # /api/internal/readyz and /api/internal/metrics
+    app.register_blueprint(operations_blp)  # /readyz and /metrics
 
     @app.get("/healthz")
     def healthz() -> dict:

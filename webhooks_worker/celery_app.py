@@ -10,7 +10,7 @@ from celery import Celery, signals
 from kombu.utils.uuid import uuid
 
 from shared import db, queue
-from shared.config import get_settings
+from shared.config import get_settings, settings_or_exit
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .routing import TASK_QUEUES, route_task
@@ -27,8 +27,8 @@ BROKER_SOCKET_TIMEOUT = 3.0
 
 
 def make_celery() -> Celery:
-    """Build the Celery app from the settings."""
-    settings = get_settings()
+    """Build the Celery app from the settings (a bad one stops the process, naming it)."""
+    settings = settings_or_exit()
     app = Celery(
         "webhooks",
         broker=settings.broker_url,
