@@ -139,9 +139,7 @@ def test_readyz_stays_ready_when_redis_is_unreachable_and_reports_the_broker():
 
 
 def test_readyz_is_503_naming_the_database_when_it_is_unreachable():
-    status, body, metrics = probe(
-        DATABASE_URL=f"postgresql://postgres@127.0.0.1:{closed_port()}/x"
-    )
+    status, body, metrics = probe(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{closed_port()}/x")
     assert status == "503 5"
     assert body["status"] == "unavailable"
     assert body["down"] == ["database"]
