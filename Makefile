@@ -14,9 +14,11 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes $(UPGRADE)
 
 .PHONY: test venv lock
 
+# The venv's bin first, as `activate` does: tests start the Procfile's commands (webhooks,
+# celery, gunicorn) by name.
 test: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ruff check .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
 
 venv:
 	rm -rf $(VENV)
