@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -45,7 +46,8 @@ class Settings:
     redis_url: str | None
     admin_token: str
     jwt_secret: str | None
-    encryption_key: str
+    # Fernet keys, newest first: the first encrypts, every one decrypts (key rotation).
+    encryption_keys: tuple[str, ...]
     retry_schedule: tuple[int, ...]
     allow_private_targets: AllowList
     preconfigured_base_url: str | None
@@ -65,7 +67,14 @@ class Settings:
     # PostgreSQL's WAL flush (shared.db.ASYNC_COMMIT); "sync": they do.
     delivery_commit: str = "async"
     embedded: bool = False
+    # Bearer token /metrics asks for; None leaves it open.
+    metrics_token: str | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def encryption_key(self) -> str:
+        """The key that encrypts new secrets (the first of WEBHOOKS_ENCRYPTION_KEY)."""
+        return self.encryption_keys[0]
 
     @property
     def uses_redis(self) -> bool:
@@ -129,6 +138,45 @@ def _persisted_secret(data_dir: Path, name: str, make: callable) -> str:
     path.write_text(value + "\n")
     path.chmod(0o600)
     return value
+
+
+def _require_shared_secrets(*, admin_token: str, encryption_key: str) -> None:
+    """On PostgreSQL every host must be given the same platform token and encryption key.
+
+    A key generated into one host's data folder would encrypt signing secrets that the
+    workers on every other host cannot read, and each api would accept its own token.
+    """
+    missing = [
+        name
+        for name, value in (
+            ("WEBHOOKS_ADMIN_TOKEN", admin_token),
+            ("WEBHOOKS_ENCRYPTION_KEY", encryption_key),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigError(
+            "WEBHOOKS_ADMIN_TOKEN and WEBHOOKS_ENCRYPTION_KEY must both be set when "
+            f"DATABASE_URL is PostgreSQL ({' and '.join(missing)} missing): every api, worker "
+            "and beat process of a deployment needs the same two values. Make a key with "
+            "`python -c \"from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())\"`"
+        )
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    """WEBHOOKS_ENCRYPTION_KEY as a list of Fernet keys, comma-separated, newest first."""
+    keys = tuple(part.strip() for part in raw.split(","))
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            which = f"key {position} of " if len(keys) > 1 else ""
+            raise ConfigError(
+                f"WEBHOOKS_ENCRYPTION_KEY: {which}the value is not a Fernet key (URL-safe "
+                "base64 of 32 bytes; several keys are separated by commas, newest first)"
+            ) from None
+    return keys
 
 
 # The brokers the processes are built for: Redis (production) and kombu's SQLAlchemy
@@ -279,14 +327,13 @@ def _check_preconfigured_base(url: str) -> None:
         raise ConfigError(f"{name}: {exc.message}, got {redact(url)!r}") from None
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read and validate the settings; raise ConfigError naming the first bad variable."""
-    env = dict(os.environ if environ is None else environ)
-    data_dir = Path(env.get("WEBHOOKS_DATA_DIR") or ".webhooks").resolve()
+def _data_dir(env: dict[str, str]) -> Path:
+    return Path(env.get("WEBHOOKS_DATA_DIR") or ".webhooks").resolve()
 
+
+def _database_url(env: dict[str, str], data_dir: Path) -> str:
+    """DATABASE_URL checked and with the driver we ship; the embedded SQLite file when unset."""
     database_url = env.get("DATABASE_URL", "").strip()
-    redis_url = env.get("REDIS_URL", "").strip() or None
-    embedded = not database_url and not redis_url
     if not database_url:
         data_dir.mkdir(parents=True, exist_ok=True)
         database_url = f"sqlite:///{data_dir / 'webhooks.db'}"
@@ -301,6 +348,25 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             f"DATABASE_URL must be a postgresql:// or sqlite:// URL, got {redact(database_url)!r}"
         )
     _check_database_url(database_url)
+    return database_url
+
+
+def load_database_url(environ: dict[str, str] | None = None) -> str:
+    """Only the database URL, for schema migrations, which need no secret."""
+    env = dict(os.environ if environ is None else environ)
+    return _database_url(env, _data_dir(env))
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise ConfigError naming the first bad variable."""
+    env = dict(os.environ if environ is None else environ)
+    data_dir = _data_dir(env)
+
+    redis_url = env.get("REDIS_URL", "").strip() or None
+    embedded = not env.get("DATABASE_URL", "").strip() and not redis_url
+    database_url = _database_url(env, data_dir)
+    from .logs import redact
+
     if redis_url:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redact(redis_url)!r}")
@@ -313,6 +379,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         broker_url = f"sqla+sqlite:///{data_dir / 'broker.db'}"
 
     admin_token = env.get("WEBHOOKS_ADMIN_TOKEN", "").strip()
+    encryption_key = env.get("WEBHOOKS_ENCRYPTION_KEY", "").strip()
+    if database_url.startswith("postgresql"):
+        _require_shared_secrets(admin_token=admin_token, encryption_key=encryption_key)
     if not admin_token:
         admin_token = _persisted_secret(data_dir, "admin-token", lambda: secrets.token_urlsafe(32))
     elif len(admin_token) < 16:
@@ -322,17 +391,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if jwt_secret is not None and len(jwt_secret) < 16:
         raise ConfigError("WEBHOOKS_JWT_SECRET must be at least 16 characters")
 
-    encryption_key = env.get("WEBHOOKS_ENCRYPTION_KEY", "").strip()
     if not encryption_key:
         encryption_key = _persisted_secret(
             data_dir, "encryption-key", lambda: Fernet.generate_key().decode()
         )
-    try:
-        Fernet(encryption_key.encode())
-    except (ValueError, TypeError):
-        raise ConfigError(
-            "WEBHOOKS_ENCRYPTION_KEY must be a Fernet key (URL-safe base64 of 32 bytes)"
-        ) from None
+    encryption_keys = _fernet_keys(encryption_key)
+
+    metrics_token = env.get("WEBHOOKS_METRICS_TOKEN", "").strip() or None
+    if metrics_token is not None and len(metrics_token) < 16:
+        raise ConfigError("WEBHOOKS_METRICS_TOKEN must be at least 16 characters")
 
     try:
         allow = parse_allowlist(env.get("WEBHOOKS_ALLOW_PRIVATE_TARGETS"))
@@ -360,7 +427,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         redis_url=redis_url,
         admin_token=admin_token,
         jwt_secret=jwt_secret,
-        encryption_key=encryption_key,
+        encryption_keys=encryption_keys,
         retry_schedule=_retry_schedule(env),
         allow_private_targets=allow,
         preconfigured_base_url=base_url.rstrip("/") if base_url else None,
@@ -383,6 +450,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         delivery_commit=delivery_commit,
         embedded=embedded,
+        metrics_token=metrics_token,
     )
 
 
@@ -390,3 +458,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, loaded on first use."""
     return load_settings()
+
+
+def settings_or_exit(exit_code: int = 2) -> Settings:
+    """The settings, or the process stops at start with a line naming the bad variable."""
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(exit_code) from None

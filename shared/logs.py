@@ -213,7 +213,14 @@ def _secrets() -> tuple[str, ...]:
     except Exception:  # noqa: BLE001 - a bad config is reported elsewhere; scrub by pattern
         return ()
     return tuple(
-        s for s in (settings.admin_token, settings.jwt_secret, settings.encryption_key) if s
+        s
+        for s in (
+            settings.admin_token,
+            settings.jwt_secret,
+            settings.metrics_token,
+            *settings.encryption_keys,
+        )
+        if s
     )
 
 

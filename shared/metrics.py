@@ -1,5 +1,10 @@
-"""Prometheus metrics for the whole deployment, served by any api process at
-``/api/internal/metrics`` (platform token).
+"""Prometheus metrics for the whole deployment, served by any api process at ``/metrics``.
+
+Every ``webhooks_*`` figure is deployment-wide: each api process reads the same Redis
+hash, database and broker, so every replica answers the same numbers. Scrape one api
+(or scrape them all and aggregate with ``max``, never ``sum``). The ``process_*`` and
+``python_*`` figures (prometheus-client's standard collectors) are of the api process
+that answered the scrape only.
 
 Where the figures come from, and why:
 
@@ -314,7 +319,10 @@ class WebhooksCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         up = GaugeMetricFamily(
-            "webhooks_up", "Whether the scrape could read a part (1) or not (0)", labels=["part"]
+            "webhooks_up",
+            "Whether this scrape could read a part (1) or not (0): counters (Redis), "
+            "database, broker",
+            labels=["part"],
         )
         yield from self._counters(up)
         yield from self._database(up)
@@ -341,7 +349,8 @@ class WebhooksCollector:
 
         ingested = CounterMetricFamily(
             "webhooks_messages_ingested",
-            "Messages accepted (events, custom sends and tests), counted when fanned out",
+            "Messages accepted (events, custom sends and tests), counted when fanned out; "
+            "deployment-wide",
             labels=["kind"],
         )
         by_kind = {labels.get("kind"): value for labels, value in values("messages_ingested")}
@@ -352,7 +361,7 @@ class WebhooksCollector:
         completed = CounterMetricFamily(
             "webhooks_deliveries_completed",
             "Deliveries that reached a final outcome (delivered, or failed with attempts "
-            "exhausted or 410)",
+            "exhausted or 410); deployment-wide",
             labels=["outcome"],
         )
         by_outcome = {
@@ -364,7 +373,7 @@ class WebhooksCollector:
 
         attempts = CounterMetricFamily(
             "webhooks_attempts",
-            "Delivery attempts by answer class (error: no answer) and trigger",
+            "Delivery attempts by answer class (error: no answer) and trigger; deployment-wide",
             labels=["status_class", "trigger"],
         )
         seen = {
@@ -388,7 +397,7 @@ class WebhooksCollector:
         sums = values("attempt_duration_sum")
         yield HistogramMetricFamily(
             "webhooks_attempt_duration_seconds",
-            "Duration of delivery attempts, connect to last byte read",
+            "Duration of delivery attempts, connect to last byte read; deployment-wide",
             buckets=buckets,
             sum_value=sums[0][1] if sums else 0.0,
         )
@@ -405,31 +414,35 @@ class WebhooksCollector:
             return
         up.add_metric(["database"], 1)
         for name, key, text in (
-            ("webhooks_deliveries_pending", "pending", "Deliveries not yet final"),
+            ("webhooks_deliveries_pending", "pending", "Deliveries not yet final; deployment-wide"),
             (
                 "webhooks_deliveries_due",
                 "due",
-                "Pending deliveries whose next try is due and that no worker is attempting",
+                "Pending deliveries whose next try is due and that no worker is attempting; "
+                "deployment-wide",
             ),
             (
                 "webhooks_deliveries_due_lag_seconds",
                 "due_lag",
-                "How late the most overdue due try is",
+                "How late the most overdue due try is; deployment-wide",
             ),
             (
                 "webhooks_oldest_pending_delivery_age_seconds",
                 "oldest_pending_age",
-                "Age of the oldest pending delivery (retries wait up to hours by design)",
+                "Age of the oldest pending delivery (retries wait up to hours by design); "
+                "deployment-wide",
             ),
             (
                 "webhooks_messages_awaiting_fanout",
                 "awaiting_fanout",
-                "Accepted messages whose deliveries are not created yet",
+                "Accepted messages whose deliveries are not created yet; deployment-wide",
             ),
         ):
             yield GaugeMetricFamily(name, text, value=gauges[key])
         endpoints = GaugeMetricFamily(
-            "webhooks_endpoints", "Endpoints (not deleted) by status", labels=["status"]
+            "webhooks_endpoints",
+            "Endpoints (not deleted) by status; deployment-wide",
+            labels=["status"],
         )
         endpoints.add_metric(["active"], gauges["endpoints_active"])
         endpoints.add_metric(["disabled"], gauges["endpoints_disabled"])
@@ -448,7 +461,9 @@ class WebhooksCollector:
             return
         up.add_metric(["broker"], 1)
         depth = GaugeMetricFamily(
-            "webhooks_queue_depth", "Tasks waiting in the broker queue", labels=["queue"]
+            "webhooks_queue_depth",
+            "Tasks waiting in the broker queue; deployment-wide",
+            labels=["queue"],
         )
         for queue in QUEUES:
             depth.add_metric([queue], gauges[f"queue:{queue}"])
@@ -457,12 +472,21 @@ class WebhooksCollector:
 
 @lru_cache(maxsize=1)
 def _registry() -> Any:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import (
+        CollectorRegistry,
+        GCCollector,
+        PlatformCollector,
+        ProcessCollector,
+    )
 
     from .db import get_sessionmaker
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WebhooksCollector(get_sessionmaker(), get_settings()))
+    # The standard process_* and python_* figures, of the api process that answers.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
-from flask import Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
@@ -18,6 +18,8 @@ from .context import NumberTooLarge, authenticate_request, error_response, stric
 
 log = logging.getLogger("webhooks.api")
 
+# Where /docs loads Swagger UI's files from.
+SWAGGER_UI_ASSETS = "/docs/assets"
 # Paths whose bodies may reach 16 times WEBHOOKS_MAX_PAYLOAD_BYTES (SPEC 10).
 BATCH_PATHS = ("/api/internal/events",)
 API_PREFIXES = ("/v1/", "/api/", "/events/")
@@ -99,12 +101,17 @@ def create_app(config: dict | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's files come from the installed swagger-ui-bundle package, served
+        # below: the page works on a machine without internet.
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_ASSETS + "/",
+        # No badge from the public validator, which would send it the spec's address.
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
         # The hard ceiling; each request gets its own limit in _limit_and_parse_body.
         MAX_CONTENT_LENGTH=settings.max_payload_bytes * 16,
     )
     app.config.update(config or {})
     api = Api(app)
+    app.register_blueprint(_swagger_ui_assets())
     # Every error response flask-smorest documents refers to "Error": make it what the
     # faces really send (its own {code, status, message, errors} never goes out).
     api.spec.components.schemas["Error"] = FACE_ERROR_SCHEMA
@@ -141,7 +148,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(pages)
     from .health import blp as operations_blp
 
-    app.register_blueprint(operations_blp)  # /api/internal/readyz and /api/internal/metrics
+    app.register_blueprint(operations_blp)  # /readyz and /metrics
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -161,6 +168,18 @@ def create_app(config: dict | None = None) -> Flask:
 
     init_realtime(app)  # the live socket, relayed from the broker (SPEC 7)
     return app
+
+
+def _swagger_ui_assets() -> Blueprint:
+    """Swagger UI's scripts and styles, from the installed swagger-ui-bundle package."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    return Blueprint(
+        "swagger_ui",
+        __name__,
+        static_folder=str(swagger_ui_path),
+        static_url_path=SWAGGER_UI_ASSETS,
+    )
 
 
 def _register_optional_faces(api: Api) -> None:

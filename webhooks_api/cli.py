@@ -94,7 +94,12 @@ def _moment(value: str | None, name: str) -> datetime | None:
         ) from None
 
 
+# The distribution this command belongs to (pyproject.toml), for --version.
+DISTRIBUTION = "sandbox-webhooks"
+
+
 @click.group()
+@click.version_option(package_name=DISTRIBUTION, prog_name="webhooks")
 def cli() -> None:
     """Sandbox webhooks: signed, retried, recorded webhook delivery."""
 
@@ -651,6 +656,40 @@ def purge(dry_run: bool, as_json: bool) -> None:
         click.echo(
             f"deleted {deleted['messages']} messages and {deleted['attempts']} attempts "
             f"older than {settings.retention_days} days"
+        )
+
+
+@cli.command("rotate-encryption-key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def rotate_encryption_key(as_json: bool) -> None:
+    """Re-encrypt every stored secret with the first key of WEBHOOKS_ENCRYPTION_KEY.
+
+    Put the new key first and the old ones after it on every process, run this, then
+    drop the old keys. It commits batch by batch: interrupted, run it again.
+    """
+    from shared.db import get_sessionmaker, session_scope
+    from shared.services.encryption import count_endpoints, reencrypt_in_batches
+
+    settings = _settings()
+    with _service_errors(), session_scope() as session:
+        total = count_endpoints(session)
+    endpoints = reencrypted = 0
+    with _service_errors(), _progress(not as_json and total > 0, total, "re-encrypting") as advance:
+        for batch in reencrypt_in_batches(get_sessionmaker()):
+            endpoints += batch.endpoints
+            reencrypted += batch.reencrypted
+            advance(batch.endpoints)
+    older = len(settings.encryption_keys) - 1
+    if as_json:
+        _echo_json({"endpoints": endpoints, "reencrypted": reencrypted, "olderKeys": older})
+        return
+    click.echo(
+        f"{reencrypted} of {endpoints} endpoints re-encrypted; every stored secret is now "
+        "under the first key of WEBHOOKS_ENCRYPTION_KEY"
+    )
+    if older:
+        click.echo(
+            f"the {older} older key(s) after it can now be removed from WEBHOOKS_ENCRYPTION_KEY"
         )
 
 

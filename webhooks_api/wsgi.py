@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
+from shared.config import settings_or_exit
 
-from shared.config import ConfigError, get_settings
-
-try:
-    get_settings()
-except ConfigError as exc:  # a bad setting stops the process with its name
-    sys.stderr.write(f"configuration error: {exc}\n")
-    raise SystemExit(2) from None
+# A bad setting stops the process with its name. Exit status 4 is gunicorn's "app failed
+# to load", which stops the whole server; any other status has a worker booted again and
+# again while the server keeps its port.
+APP_LOAD_ERROR = 4
+settings_or_exit(APP_LOAD_ERROR)
 
 import gc  # noqa: E402
 

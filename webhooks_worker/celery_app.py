@@ -11,7 +11,7 @@ from celery.concurrency import get_implementation
 from kombu.utils.uuid import uuid
 
 from shared import db, queue
-from shared.config import get_settings
+from shared.config import get_settings, settings_or_exit
 from shared.queue import Task
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
@@ -30,8 +30,8 @@ BROKER_SOCKET_TIMEOUT = 3.0
 
 
 def make_celery() -> Celery:
-    """Build the Celery app from the settings."""
-    settings = get_settings()
+    """Build the Celery app from the settings (a bad one stops the process, naming it)."""
+    settings = settings_or_exit()
     app = Celery(
         "webhooks",
         broker=settings.broker_url,

@@ -1,6 +1,13 @@
-"""Alembic environment: migrations run against the URL the caller configured."""
+"""Alembic environment: migrations run against the URL the caller configured.
+
+``shared.migrate`` (``webhooks migrate``, the tests) passes the URL in; ``alembic upgrade
+head`` from a checkout reads the top-level alembic.ini, which names none, so the
+service's own DATABASE_URL is used, checked and with its driver as every process reads it.
+"""
 
 from __future__ import annotations
+
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import create_engine, pool
@@ -9,6 +16,13 @@ from shared.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+if not config.get_main_option("sqlalchemy.url"):
+    from shared.config import load_database_url
+
+    config.set_main_option("sqlalchemy.url", load_database_url().replace("%", "%%"))
 
 
 def run_migrations_offline() -> None:

@@ -60,3 +60,35 @@ def service_status(
         broker_ok=broker,
         worker_count=workers,
     )
+
+
+@dataclass
+class Readiness:
+    """What a readiness probe answers: the database decides, the broker is reported."""
+
+    database_ok: bool
+    broker_ok: bool
+
+    @property
+    def ready(self) -> bool:
+        """Ready while the database answers.
+
+        Without the broker an api still accepts and stores every event (the deliveries
+        are rows first, and beat's sweep enqueues them once the broker is back); taking
+        every replica out of its load balancer would turn a delay into lost events.
+        """
+        return self.database_ok
+
+    @property
+    def down(self) -> list[str]:
+        """The parts that did not answer."""
+        return [
+            part
+            for part, ok in (("database", self.database_ok), ("broker", self.broker_ok))
+            if not ok
+        ]
+
+
+def readiness(session: Session, *, broker_ok: Callable[[], bool]) -> Readiness:
+    """Check the database, and the broker through the given probe."""
+    return Readiness(database_ok=database_latency(session) is not None, broker_ok=broker_ok())

@@ -227,7 +227,7 @@ def test_a_bad_value_stops_the_process_at_start(tmp_path):
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == 4  # gunicorn stops the server on 4 (webhooks_api.wsgi)
     assert "WEBHOOKS_RETENTION_DAYS" in result.stderr
 
 
@@ -239,3 +239,90 @@ def test_a_bad_broker_url_stops_the_api_and_the_worker_at_start(code):
     )
     assert result.returncode != 0
     assert "CELERY_BROKER_URL must be a broker URL" in result.stderr
+
+
+# ---- secrets shared by every host ----------------------------------------------------------
+
+OLD_KEY = "0dmv2Bhpj4d6C9W-YKaRH4A2e-_SMOiP5d7oBkBHkxM="
+NEW_KEY = "Jq5cQ2qgq4m3sVt9o1vJr0yD8cKp2dE7wZ6hN4bXa1U="
+# The real entry points an operator starts, each as its own process.
+ENTRY_POINTS = {
+    "api": [sys.executable, "-m", "gunicorn", "webhooks_api.wsgi:app", "--bind",
+            "127.0.0.1:0", "--no-control-socket"],
+    "worker": [sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "worker",
+               "--pool", "threads", "--without-gossip", "--without-mingle"],
+    "beat": [sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "beat",
+             "--schedule", "/dev/null"],
+    "cli": [sys.executable, "-m", "webhooks_api.cli", "org", "list"],
+    "rotation": [sys.executable, "-m", "webhooks_api.cli", "rotate-encryption-key"],
+}  # fmt: skip
+
+
+def _start(argv: list[str], env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
+    """Run an entry point to its end; one that started anyway is stopped by the timeout."""
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    # A closed port: a process that got past its settings would find no broker to work on.
+    env["REDIS_URL"] = f"redis://127.0.0.1:{_closed_port()}/0"
+    env["WEBHOOKS_DATA_DIR"] = str(tmp_path / "data")
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("missing", [
+    ("WEBHOOKS_ADMIN_TOKEN", "WEBHOOKS_ENCRYPTION_KEY"),
+    ("WEBHOOKS_ENCRYPTION_KEY",),
+    ("WEBHOOKS_ADMIN_TOKEN",),
+])  # fmt: skip
+@pytest.mark.parametrize("process", sorted(ENTRY_POINTS))
+def test_no_process_starts_on_postgresql_without_the_shared_secrets(process, missing, tmp_path):
+    env = {**BASE, "DATABASE_URL": os.environ["DATABASE_URL"]}
+    for name in missing:
+        env[name] = None
+    result = _start(ENTRY_POINTS[process], env, tmp_path)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "WEBHOOKS_ADMIN_TOKEN and WEBHOOKS_ENCRYPTION_KEY must both be set" in result.stderr
+    assert f"({' and '.join(missing)} missing)" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing was generated for this host to use instead.
+    assert not (tmp_path / "data" / "encryption-key").exists()
+    assert not (tmp_path / "data" / "admin-token").exists()
+
+
+def test_settings_need_both_secrets_on_postgresql_only(tmp_path):
+    bare = {"DATABASE_URL": BASE["DATABASE_URL"], "WEBHOOKS_DATA_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError) as info:
+        load_settings(bare)
+    assert "WEBHOOKS_ADMIN_TOKEN and WEBHOOKS_ENCRYPTION_KEY" in str(info.value)
+    # The embedded default, and SQLite with Redis, still generate their own.
+    assert load_settings({"WEBHOOKS_DATA_DIR": str(tmp_path)}).encryption_keys
+    with_redis = {"REDIS_URL": BASE["REDIS_URL"], "WEBHOOKS_DATA_DIR": str(tmp_path)}
+    assert load_settings(with_redis).admin_token
+
+
+def test_the_encryption_key_may_be_a_list_whose_first_key_encrypts(tmp_path):
+    value = f" {NEW_KEY} , {OLD_KEY} "
+    settings = load_settings(
+        {**BASE, "WEBHOOKS_ENCRYPTION_KEY": value, "WEBHOOKS_DATA_DIR": str(tmp_path)}
+    )
+    assert settings.encryption_keys == (NEW_KEY, OLD_KEY)
+    assert settings.encryption_key == NEW_KEY
+
+
+@pytest.mark.parametrize("value", [f"{NEW_KEY},not-a-key", f"{NEW_KEY},", "short"])
+def test_a_bad_key_in_the_list_stops_the_process_naming_the_variable(value, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            {**BASE, "WEBHOOKS_ENCRYPTION_KEY": value, "WEBHOOKS_DATA_DIR": str(tmp_path)}
+        )
+    assert "WEBHOOKS_ENCRYPTION_KEY" in str(info.value)
+    assert "not-a-key" not in str(info.value)  # a key, even a broken one, is never echoed
+    result = _start(ENTRY_POINTS["worker"], {**BASE, "WEBHOOKS_ENCRYPTION_KEY": value}, tmp_path)
+    assert result.returncode != 0
+    assert "WEBHOOKS_ENCRYPTION_KEY" in result.stderr and "Traceback" not in result.stderr

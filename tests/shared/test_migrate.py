@@ -113,3 +113,56 @@ def test_0003_keeps_each_previous_secret_in_its_overlap_and_drops_expired_ones(b
         assert abs(expires_at - (now + timedelta(hours=3))) < ONE_MS
     finally:
         engine.dispose()
+
+
+def test_alembic_upgrade_head_from_the_checkout_migrates_the_database_url(database, tmp_path):
+    """The top-level alembic.ini, run as an operator would, against a fresh database."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from alembic.script import ScriptDirectory
+
+    root = Path(__file__).resolve().parents[2]
+    base, _, _name = database.rpartition("/")
+    fresh = f"webhooks_alembic_{os.getpid()}"
+    admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{fresh}"'))
+        conn.execute(text(f'CREATE DATABASE "{fresh}"'))
+    try:
+        # The bare scheme an operator writes; DATABASE_URL is read as every process reads it.
+        url = f"postgresql://{base.split('://', 1)[1]}/{fresh}"
+        env = {**os.environ, "DATABASE_URL": url, "WEBHOOKS_DATA_DIR": str(tmp_path)}
+        for secret in ("WEBHOOKS_ADMIN_TOKEN", "WEBHOOKS_ENCRYPTION_KEY"):
+            env.pop(secret)  # the schema needs no secret
+        result = subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Running upgrade" in result.stderr
+        head = ScriptDirectory.from_config(alembic_config(database)).get_current_head()
+        engine = create_engine(base + "/" + fresh)
+        try:
+            with engine.connect() as conn:
+                version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        finally:
+            engine.dispose()
+        assert version == head
+        assert diffs == []
+        again = subprocess.run(
+            [sys.executable, "-m", "alembic", "current"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert again.returncode == 0 and head in again.stdout
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
+        admin.dispose()

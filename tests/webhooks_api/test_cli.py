@@ -492,3 +492,11 @@ def test_messages_tail_works_through_a_large_batch_sharing_one_timestamp(client,
     assert len(ids) == 1300
     with session_scope() as session:
         assert set(ids) == set(session.scalars(select(Message.id)))
+
+
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"webhooks, version {version('sandbox-webhooks')}"

@@ -1,4 +1,4 @@
-"""GET /api/internal/metrics: Prometheus text whose counts match the database (worker too)."""
+"""GET /metrics: Prometheus text whose counts match the database (worker too)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tests.support.waiting import wait_until
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
-    """Every sample of /api/internal/metrics by (name, sorted labels)."""
-    resp = client.get("/api/internal/metrics", headers=PLATFORM)
+    """Every sample of /metrics by (name, sorted labels)."""
+    resp = client.get("/metrics")
     assert resp.status_code == 200, resp.data
     assert resp.headers["Content-Type"].startswith("text/plain; version=")
     samples = {}
