@@ -1,4 +1,4 @@
-"""Settings from the environment, validated once at start (SPEC 9)."""
+"""Settings from the environment, validated once at start (docs/api.md §9)."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def _plain(
 
 
 def _account(name: str, description: str, example: dict[str, Any]) -> EventType:
-    # Account-level types keep the same name on /v1 (SPEC 4.1, last row).
+    # Account-level types keep the same name on /v1 (docs/api.md §4.1, last row).
     fields = tuple(key for key in example if key not in ("id", "organizationId"))
     return EventType(name, description, "account", True, (name,), (), fields, example)
 

@@ -1,4 +1,4 @@
-"""Event catalog and the name mapping between the three faces (SPEC 4.1).
+"""Event catalog and the name mapping between the three faces (docs/api.md §4.1).
 
 The platform reports canonical (Daytona) events. Each one is also known by a
 `/v1` (ScaleBox) name and an E2B label, some of them only under a condition
@@ -58,7 +58,7 @@ _ACCOUNT_LEVEL_MESSAGE = (
 
 
 class PreconfiguredCategory(NamedTuple):
-    """An endpoint the service creates for every organization (SPEC 6.2)."""
+    """An endpoint the service creates for every organization (docs/api.md §6.2)."""
 
     category: str
     event_types: list[str]
@@ -133,7 +133,7 @@ def _state_update_names(fields: dict[str, Any]) -> tuple[tuple[str, ...], str | 
 
 
 def resolve_names(event_type: str, fields: dict[str, Any]) -> EventNames:
-    """Apply the SPEC 4.1 condition table: every name an event goes by."""
+    """Apply the docs/api.md §4.1 condition table: every name an event goes by."""
     catalog_type = CATALOG.get(event_type)
     if catalog_type is None:
         return EventNames(canonical=event_type)
@@ -163,7 +163,7 @@ def _subscribed(subscriptions: list[str], name: str, *, exact_only: bool) -> boo
 
 def matches_subscription(subscriptions: list[str], names: EventNames) -> bool:
     """Whether an endpoint with these subscriptions receives the event."""
-    # SPEC 3: account-level types are subscribed only by name; `*`, `x.*`
+    # docs/api.md §3: account-level types are subscribed only by name; `*`, `x.*`
     # and the empty list never reach them.
     if names.account_level:
         return any(_subscribed(subscriptions, name, exact_only=True) for name in names.all)
@@ -174,7 +174,7 @@ def matches_subscription(subscriptions: list[str], names: EventNames) -> bool:
 
 def delivery_name(subscriptions: list[str], names: EventNames, payload_format: str) -> str | None:
     """The name a delivery to this endpoint carries, or None if it gets no delivery."""
-    # Custom events never go to e2b endpoints (SPEC 4.2): an E2B receiver has
+    # Custom events never go to e2b endpoints (docs/api.md §4.2): an E2B receiver has
     # no place for a caller's payload.
     if payload_format == "e2b" and names.canonical not in CATALOG:
         return None
@@ -183,7 +183,7 @@ def delivery_name(subscriptions: list[str], names: EventNames, payload_format: s
     if payload_format == "envelope":
         if not names.v1:
             return names.canonical
-        # SPEC 5: one delivery per endpoint, typed with the most specific name
+        # docs/api.md §5: one delivery per endpoint, typed with the most specific name
         # that matched (sandbox.resumed over sandbox.started). The canonical name,
         # an E2B label (which stands for the most specific case: `resume`), a
         # wildcard or the empty list reach the most specific /v1 name; /v1 names
@@ -200,14 +200,14 @@ def delivery_name(subscriptions: list[str], names: EventNames, payload_format: s
                 return name
         return most_specific
     if payload_format == "e2b":
-        # SPEC 4.2: the E2B label where the event has one, else the
+        # docs/api.md §4.2: the E2B label where the event has one, else the
         # canonical name (a stop, a snapshot, a payment).
         return names.e2b if names.e2b is not None else names.canonical
     return names.canonical
 
 
 def check_account_level(names: list[str], *, is_root: bool, scope: str) -> None:
-    """Apply SPEC 3 to a subscription list: account-level types need root and account scope."""
+    """Account-level types need root and an account-scoped endpoint (docs/api.md §3)."""
     if not any(name in ACCOUNT_LEVEL_TYPES for name in names):
         return
     if not is_root:

@@ -99,7 +99,7 @@ class _Transfer:
         curl.setopt(pycurl.SHARE, share)
         curl.setopt(pycurl.NOSIGNAL, 1)  # threads: no SIGALRM for DNS timeouts
         curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        curl.setopt(pycurl.FOLLOWLOCATION, 0)  # a 3xx is a failed attempt (SPEC 5)
+        curl.setopt(pycurl.FOLLOWLOCATION, 0)  # a 3xx is a failed attempt (docs/api.md §5)
         curl.setopt(pycurl.PROXY, "")  # never a proxy from the environment
         curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         # Any Content-Encoding the receiver sends is decoded (and the cap counts decoded

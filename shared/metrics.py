@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 # One hash per Redis database: deployments sharing a server use different databases.
 COUNTERS_KEY = "webhooks:metrics"
-# Seconds; attempts end within the endpoint timeout (5-300 s, SPEC 5).
+# Seconds; attempts end within the endpoint timeout (5-300 s, docs/api.md §5).
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 # The broker queues (webhooks_worker.routing): first attempts and retries.

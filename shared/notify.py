@@ -1,11 +1,11 @@
-"""Live events for the socket (SPEC 7), published from any process through the broker.
+"""Live events for the socket (docs/api.md §7), published from any process through the broker.
 
 Workers, beat and api processes all publish through a write-only Socket.IO client
 manager on the broker; every api process listens on the same channel and relays each
 event to the sockets in the event's rooms. Nothing here raises: a live event is a
 courtesy on top of the database, so a broker hiccup is logged and the caller goes on.
 
-Rooms (SPEC 3 visibility): root and admin join ``org:<id>:all``; a member joins
+Rooms (docs/api.md §3 visibility): root and admin join ``org:<id>:all``; a member joins
 ``org:<id>:account`` and ``user:<id>``. Every event goes to the organization's admin
 room plus exactly one member-visible room: the account room for an account-scoped
 endpoint, its owner's user room for a user-scoped one.

@@ -1,4 +1,4 @@
-"""The three payload formats a delivery can take (SPEC 4.2).
+"""The three payload formats a delivery can take (docs/api.md §4.2).
 
 `daytona` is flat JSON exactly as in Daytona's docs, `envelope` is the
 ScaleBox `{id, type, timestamp, data}` shape with snake_case data, and `e2b`
@@ -18,7 +18,7 @@ from shared.events import CATALOG, EventType, example_event
 
 PAYLOAD_FORMATS: tuple[str, ...] = ("daytona", "envelope", "e2b")
 
-# ScaleBox's words for the platform's states (SPEC 4.2); any other state is
+# ScaleBox's words for the platform's states (docs/api.md §4.2); any other state is
 # passed on as reported.
 _SCALEBOX_STATUS: dict[str, str] = {
     "started": "running",
@@ -97,7 +97,7 @@ def _daytona(name: str, fields: dict[str, Any], timestamp: str) -> dict[str, Any
 
 
 def _daytona_custom(event_type: str, payload: dict[str, Any], timestamp: str) -> dict[str, Any]:
-    # SPEC 6.2: the caller's keys are kept, `event` is forced to the event
+    # docs/api.md §6.2: the caller's keys are kept, `event` is forced to the event
     # type, and `timestamp` is added only when the caller sent none.
     result: dict[str, Any] = {"event": event_type}
     if "timestamp" not in payload:

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 PROCFILE = parse_procfile((ROOT / "Procfile").read_text()).processes
 APP_SERVICES = ("migrate", "api", "worker", "beat")
-# SPEC 9: the configuration every deployment must be able to pass.
-SPEC_VARIABLES = {
+# docs/api.md §9: the configuration every deployment must be able to pass.
+DOCUMENTED_VARIABLES = {
     "DATABASE_URL",
     "REDIS_URL",
     "CELERY_BROKER_URL",
@@ -53,7 +53,7 @@ SPEC_VARIABLES = {
     "WEBHOOKS_RETENTION_DAYS",
     "WEBHOOKS_INIT_MAX_RETRIES",
 }
-# Gunicorn worker classes that keep a websocket open (the live socket, SPEC 7).
+# Gunicorn worker classes that keep a websocket open (the live socket, docs/api.md §7).
 WEBSOCKET_WORKERS = {"gthread", "gevent", "eventlet", "geventwebsocket.gunicorn.workers"}
 _VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?]([^}]*))?\}")
 
@@ -244,7 +244,7 @@ def test_compose_worker_health_check_is_a_real_celery_command():
 
 
 def test_compose_api_health_check_probes_readiness_without_credentials():
-    # A load balancer's probe has no credentials: /readyz answers without them (SPEC 3).
+    # A load balancer's probe has no credentials: /readyz answers without them (docs/api.md §3).
     test = COMPOSE["services"]["api"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
     assert "/readyz" in test[3] and "Authorization" not in test[3]
@@ -258,7 +258,7 @@ def test_compose_api_health_check_probes_readiness_without_credentials():
 
 def test_compose_passes_only_variables_the_config_knows_and_all_of_spec_9():
     variables = set(COMPOSE["x-webhooks-env"])
-    assert variables >= SPEC_VARIABLES
+    assert variables >= DOCUMENTED_VARIABLES
     assert variables <= config_variables()
     for name in APP_SERVICES:
         assert COMPOSE["services"][name]["environment"] == COMPOSE["x-webhooks-env"]

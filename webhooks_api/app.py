@@ -20,7 +20,7 @@ log = logging.getLogger("webhooks.api")
 
 # Where /docs loads Swagger UI's files from.
 SWAGGER_UI_ASSETS = "/docs/assets"
-# Paths whose bodies may reach 16 times WEBHOOKS_MAX_PAYLOAD_BYTES (SPEC 10).
+# Paths whose bodies may reach 16 times WEBHOOKS_MAX_PAYLOAD_BYTES (docs/api.md §10).
 BATCH_PATHS = ("/api/internal/events",)
 API_PREFIXES = ("/v1/", "/api/", "/events/")
 # Bodies nested deeper are refused: no event or management body needs more, and the
@@ -47,7 +47,7 @@ def _closed(required: list[str], **properties: str) -> dict:
     }
 
 
-# Error bodies of the faces (SPEC 6.1, 6.2, 6.3), whichever route answers.
+# Error bodies of the faces (docs/api.md §6.1, 6.2, 6.3), whichever route answers.
 FACE_ERROR_SCHEMA = {
     "description": "An error in the shape of the face: /v1, /api (the Daytona shape) or "
     "/events (the E2B shape).",
@@ -155,7 +155,7 @@ def create_app(config: dict | None = None) -> Flask:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    # Credentials first: a caller without them gets 401, not a 400 about its body (SPEC 3).
+    # Credentials first: a caller without them gets 401, not a 400 about its body (docs/api.md §3).
     app.before_request(authenticate_request)
     app.before_request(_limit_and_parse_body)
     app.after_request(_commit)
@@ -166,7 +166,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from .realtime import init_realtime
 
-    init_realtime(app)  # the live socket, relayed from the broker (SPEC 7)
+    init_realtime(app)  # the live socket, relayed from the broker (docs/api.md §7)
     return app
 
 
@@ -236,13 +236,13 @@ def _limit_and_parse_body() -> Response | None:
         g.json_body = None
         return error_response(400, problem)
     if len(data) > settings.max_payload_bytes and not isinstance(g.json_body, list):
-        # Only an array of events may exceed the limit (SPEC 10), not one event alone.
+        # Only an array of events may exceed the limit (docs/api.md §10), not one event alone.
         g.json_body = None
         request.max_content_length = settings.max_payload_bytes
         raise RequestEntityTooLarge()
     if g.json_body != {} and request.path not in BATCH_PATHS and not _reads_a_body():
         # A route that takes no body (rotate, resend, delete, a hook's test...): whatever
-        # is sent is unknown fields, which SPEC 10 refuses; an empty object is no body.
+        # is sent is unknown fields, which docs/api.md §10 refuses; an empty object is no body.
         body, g.json_body = g.json_body, None
         if isinstance(body, dict):
             return error_response(400, f"Unknown field: {next(iter(body))}")
@@ -267,7 +267,7 @@ def _more_body_left() -> bool:
 
 
 def _unstorable_body(body: object, *, batch: bool) -> str | None:
-    """What makes a request body unstorable, naming the event of an array (SPEC 6.4)."""
+    """What makes a request body unstorable, naming the event of an array (docs/api.md §6.4)."""
     if batch and isinstance(body, list):
         for index, event in enumerate(body):
             problem = _unstorable(event, depth=2)

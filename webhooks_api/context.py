@@ -62,10 +62,10 @@ def require_platform() -> None:
     raise Forbidden("This route requires the platform token")
 
 
-# Every route under these prefixes takes credentials (SPEC 3); the health probe, the docs,
+# Every route under these prefixes takes credentials (docs/api.md §3); the health probe, the docs,
 # the dashboard shell and the socket live elsewhere and are left alone.
 FACE_PREFIXES = ("/v1/webhooks", "/api/webhooks", "/events/webhooks/sandboxes", "/api/internal")
-# The cross-organization routes of SPEC 6.2, which take the platform token like /api/internal.
+# The cross-organization routes (docs/api.md §6.2): the platform token, as /api/internal.
 PLATFORM_RULES = frozenset(
     {
         "/api/webhooks/initialization-stats",
@@ -77,14 +77,14 @@ PLATFORM_RULES = frozenset(
 
 
 def authenticate_request() -> None:
-    """Check the caller before the body is read, so 401 and 404 come before any 400 (SPEC 3).
+    """Check the caller before the body is read, so 401 and 404 come before any 400.
 
     Runs only for a route that matched (an unknown route's 404 or a wrong method's 405 comes
     first); the view asks again and gets the same caller from ``g``.
     """
     rule = request.url_rule
     # OPTIONS too: Flask answers it with the route's methods, which are not for strangers
-    # either (SPEC 3 leaves only /healthz, the docs and the dashboard's shell open).
+    # either (docs/api.md §3 leaves only /healthz, the docs and the dashboard's shell open).
     if request.routing_exception is not None or rule is None:
         return
     path = request.path
@@ -130,7 +130,7 @@ _REASONS = {
 
 
 def error_response(status: int, message: str, *, headers: dict | None = None) -> Response:
-    """An error in the shape of the request's face (SPEC 6.1, 6.2, 6.3)."""
+    """An error in the shape of the request's face (docs/api.md §6.1, 6.2, 6.3)."""
     kind = face()
     if kind == "v1":
         body = {"success": False, "error": message, "timestamp": now_iso()}

@@ -1,9 +1,9 @@
-"""The live socket (SPEC 7): Socket.IO at /api/webhook-socket.io/.
+"""The live socket (docs/api.md §7): Socket.IO at /api/webhook-socket.io/.
 
 A client authenticates in the connection ``auth`` object (``{"apiKey": ...}`` or
 ``{"token": <jwt>}``) or with an ``X-API-Key`` / ``Authorization: Bearer`` header on the
 handshake; anything else is refused. It then joins the rooms of ``shared.notify`` that
-match what it may see (SPEC 3) and receives the events every process publishes there.
+match what it may see (docs/api.md §3) and receives the events every process publishes there.
 Clients send nothing: no client event has a handler.
 
 A socket outlives the request that opened it, so each api process re-checks the

@@ -20,7 +20,7 @@ from .thread_pool import ElasticThreadPool
 
 log = logging.getLogger("webhooks.worker")
 
-# The longest a single attempt can take: SPEC 5 caps timeout_seconds at 300.
+# The longest a single attempt can take: docs/api.md §5 caps timeout_seconds at 300.
 MAX_ATTEMPT_SECONDS = 300
 # Nested deadlines: HTTP deadline (<= 300 s) < task time limit.
 TASK_TIME_LIMIT = MAX_ATTEMPT_SECONDS + 60

@@ -1,4 +1,4 @@
-"""Probes of the broker and the workers, for the platform's status route (SPEC 6.2)."""
+"""Probes of the broker and the workers, for the platform's status route (docs/api.md §6.2)."""
 
 from __future__ import annotations
 

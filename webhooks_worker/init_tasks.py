@@ -1,4 +1,4 @@
-"""Celery tasks of organization initialization: the first run and beat's retries (SPEC 6.2)."""
+"""Celery tasks of organization initialization: the first run and beat's retries."""
 
 from __future__ import annotations
 

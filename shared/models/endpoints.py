@@ -48,7 +48,8 @@ class Endpoint(Base):
 
     __table_args__ = (
         Index("ix_endpoints_org_live", "organization_id", "created_at"),
-        # One team hook per organization (SPEC 6.3), and one endpoint per preconfigured category.
+        # One team hook per organization (docs/api.md §6.3), and one endpoint per
+        # preconfigured category.
         Index(
             "uq_endpoints_org_category",
             "organization_id",

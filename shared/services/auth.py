@@ -1,4 +1,4 @@
-"""Who is calling: API keys, JWTs and the platform token (SPEC 3)."""
+"""Who is calling: API keys, JWTs and the platform token (docs/api.md §3)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _authenticate_jwt(session: Session, token: str) -> Principal:
     subject = str(claims["sub"])
     # No user id holds a NUL, and the driver cannot send one: such a token names nobody.
     user = None if "\x00" in subject else session.get(User, subject)
-    # The token names an organization; it must be the user's own (SPEC 10).
+    # The token names an organization; it must be the user's own (docs/api.md §10).
     if user is None or user.organization_id != str(claims["org"]):
         raise Unauthorized("Invalid token")
     return Principal(user_id=user.id, organization_id=user.organization_id, role=user.role)

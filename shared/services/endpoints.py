@@ -20,7 +20,7 @@ from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
 SCOPES = ("user", "account")
-# SPEC 5: a rotated-out secret keeps signing alongside the new one for a day.
+# docs/api.md §5: a rotated-out secret keeps signing alongside the new one for a day.
 ROTATION_OVERLAP = timedelta(hours=24)
 # At most this many secrets sign a message at once (the current one and those rotated out
 # in the last 24 h). Each adds a signature of about 50 bytes to the webhook-signature
@@ -69,7 +69,7 @@ class NewEndpoint:
 
 
 def _visible(principal: Principal):
-    """The SQL condition for endpoints this principal may see (SPEC 3)."""
+    """The SQL condition for endpoints this principal may see (docs/api.md §3)."""
     cond = (Endpoint.organization_id == principal.organization_id) & Endpoint.deleted_at.is_(None)
     if not principal.is_admin:
         cond &= or_(Endpoint.user_id == principal.user_id, Endpoint.scope == "account")
@@ -193,7 +193,7 @@ def _check_text(name: str, value: object, max_len: int) -> str | None:
 def validate_subscriptions(
     vocabulary: str, event_types: object, *, principal: Principal, scope: str
 ) -> list[str]:
-    """Check a subscription list in the vocabulary of the face that writes it (SPEC 4.1)."""
+    """Check a subscription list in the vocabulary of the face that writes it (docs/api.md §4.1)."""
     if not isinstance(event_types, list) or not all(isinstance(e, str) for e in event_types):
         raise Invalid("event types must be a list of strings")
     if vocabulary == "v1":
@@ -295,9 +295,9 @@ def update_endpoint(
             vocabulary, changes["event_types"], principal=principal, scope=scope
         )
     elif scope != endpoint.scope:
-        # SPEC 4.1: the write rules of a face apply to the names being written; the stored
+        # docs/api.md §4.1: the write rules of a face apply to the names being written; the stored
         # ones stay as they were given, in whichever face's vocabulary. The scope rules of
-        # SPEC 3 still hold for them (account-level types only on account scope, by root).
+        # docs/api.md §3 still hold for them (account-level types only on account scope, by root).
         events.check_account_level(endpoint.event_types, is_root=principal.is_root, scope=scope)
     if "is_active" in changes:
         if not isinstance(changes["is_active"], bool):
@@ -413,7 +413,7 @@ def rotate_secret(session: Session, *, principal: Principal, endpoint_id: str) -
 
 
 def reveal_secret(session: Session, *, principal: Principal, endpoint_id: str) -> str:
-    """The current signing secret, for root only (SPEC 6.2)."""
+    """The current signing secret, for root only (docs/api.md §6.2)."""
     principal.require_root()
     endpoint = get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
     return decrypt(endpoint.secret_encrypted)

@@ -67,7 +67,7 @@ def endpoint_targets(message: StoredMessage | Row, endpoints: list) -> list[tupl
     targets = []
     for endpoint in endpoints:
         if message.custom and endpoint.payload_format == "e2b":
-            continue  # SPEC 4.2: custom events never go to the team hook
+            continue  # docs/api.md §4.2: custom events never go to the team hook
         name = events.delivery_name(endpoint.event_types, names, endpoint.payload_format)
         if name is not None:
             targets.append((endpoint.id, endpoint.max_retries, name))
@@ -90,7 +90,7 @@ def create_deliveries(
     for message in messages:
         targets = endpoint_targets(message, endpoints_by_org.get(message.organization_id, []))
         for endpoint_id, max_retries, name in targets:
-            # SPEC 5: max_attempts is max_retries + 1 for every delivery. A test is one
+            # docs/api.md §5: max_attempts is max_retries + 1 for every delivery. A test is one
             # attempt (trigger "test"), never retried (shared.services.deliveries).
             rows.append(
                 (

@@ -1,4 +1,4 @@
-"""Health of the parts the service depends on: database, broker and workers (SPEC 6.2)."""
+"""Health of the parts the service depends on: database, broker and workers (docs/api.md §6.2)."""
 
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ def _validate_platform_event(raw: object, max_bytes: int | None) -> _Draft:
     stamp = payloads.format_timestamp(
         parse_timestamp(timestamp) if timestamp is not None else utcnow()
     )
-    # Counted as UTF-8 bytes of the compact JSON (SPEC 10: each event of an array within
+    # Counted as UTF-8 bytes of the compact JSON (docs/api.md §10: each event of an array within
     # the limit); json's default ASCII escapes would count an "é" as six bytes.
     if max_bytes is not None:
         size = len(json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode())
@@ -219,7 +219,7 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
             "delivery_ids": delivery_ids,
             "endpoint_ids": [endpoint_id for endpoint_id, _, _ in targets],
             "event_types": [name for _, _, name in targets],
-            # SPEC 5: max_retries + 1 for every delivery.
+            # docs/api.md §5: max_retries + 1 for every delivery.
             "max_attempts": [max_retries + 1 for _, max_retries, _ in targets],
         },
     )
@@ -245,7 +245,7 @@ def send_custom(
     payload: object,
     event_id: object = None,
 ) -> Accepted:
-    """Accept a custom message from an organization member (SPEC 6.2 send)."""
+    """Accept a custom message from an organization member (docs/api.md §6.2 send)."""
     principal.check_organization(organization_id)
     if not isinstance(event_type, str) or not event_type:
         raise Invalid("eventType is required")

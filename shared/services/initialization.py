@@ -1,6 +1,6 @@
 """Initialization of an organization: its application record and preconfigured endpoints.
 
-SPEC 6.2: at creation (asynchronously), on ``initialize`` and when beat retries a failed
+docs/api.md §6.2: at creation (asynchronously), on ``initialize`` and when beat retries a failed
 run, an organization gets its application record and one endpoint per preconfigured
 category at ``WEBHOOKS_PRECONFIGURED_BASE_URL/{organizationId}/{category}``. Every run
 is idempotent: the organization's initialization row is locked first, so concurrent runs
@@ -29,7 +29,7 @@ from ..targets import parse_allowlist, validate_target_url
 
 log = logging.getLogger(__name__)
 
-# SPEC 6.2: the first retry comes within 60 s of a failure. Beat looks every 15 s, so a
+# docs/api.md §6.2: the first retry comes within 60 s of a failure. Beat looks every 15 s, so a
 # 30 s wait puts the retry 30-45 s after the failure; each later wait doubles, up to 1 h.
 FIRST_RETRY_DELAY = 30.0
 MAX_RETRY_DELAY = 3600.0
@@ -398,7 +398,7 @@ def initialization_stats(session: Session) -> InitializationStats:
 
 
 def update_all_endpoints(session: Session) -> UpdateReport:
-    """Re-apply the category table in place for every organization (SPEC 6.2).
+    """Re-apply the category table in place for every organization (docs/api.md §6.2).
 
     Ids and secrets stay; URL, event types and description are restored; missing
     endpoints are created. A second run finds nothing to change.

@@ -77,7 +77,7 @@ def list_messages(
     query = select(Message).where(Message.organization_id == organization_id)
     if event_type:
         query = query.where(Message.event_type == event_type)
-    # On the timestamp a message shows (SPEC 4.1), stored as that very ISO 8601 text, whose
+    # On the timestamp a message shows (docs/api.md §4.1), stored as that very ISO 8601 text, whose
     # fixed width makes text order time order: after=<a listed message's timestamp> leaves
     # that message out, and a past timestamp the platform gave is found where it belongs.
     if before:

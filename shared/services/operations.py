@@ -175,7 +175,7 @@ def set_endpoint_active(
 ) -> tuple[Endpoint, bool]:
     """Enable or disable an endpoint as an operator; returns it and whether it changed.
 
-    Disabling cancels its pending deliveries, as every disable does (SPEC 5); enabling
+    Disabling cancels its pending deliveries, as every disable does (docs/api.md §5); enabling
     clears the reason and the failure clock.
     """
     endpoint = _live_endpoint(session, endpoint_id)
@@ -201,7 +201,7 @@ def recover_endpoint(
 ) -> int:
     """Queue one manual attempt for each failed delivery of the endpoint in the window.
 
-    The semantics of the faces' ``recover`` routes (SPEC 6.1): the same service, run
+    The semantics of the faces' ``recover`` routes (docs/api.md §6.1): the same service, run
     for the endpoint's organization by the operator.
     """
     endpoint = _live_endpoint(session, endpoint_id)

@@ -1,4 +1,4 @@
-"""The team lifecycle hook: one E2B-style webhook per organization (SPEC 6.3).
+"""The team lifecycle hook: one E2B-style webhook per organization (docs/api.md §6.3).
 
 The hook is an ordinary endpoint with category ``team-hook``: account-scoped,
 payload format ``e2b``, subscriptions in E2B labels. Every write goes through
@@ -20,7 +20,7 @@ from .auth import Principal
 CATEGORY = "team-hook"
 PAYLOAD_FORMAT = "e2b"
 VOCABULARY = "e2b"
-# E2B's test sends a `create`; the catalog type behind that label (SPEC 4.1).
+# E2B's test sends a `create`; the catalog type behind that label (docs/api.md §4.1).
 TEST_EVENT_LABEL = "create"
 TEST_EVENT_TYPE = "sandbox.created"
 # The catalog's sandbox.created example has no template, build or execution: a test from

@@ -1,4 +1,4 @@
-"""The dashboard in headless Chromium against a running api and worker (SPEC 8).
+"""The dashboard in headless Chromium against a running api and worker (docs/api.md §8).
 
 Screenshots of both tabs and the message dialog, at 1280 and 390 pixels wide, are saved in
 tests/artifacts/screenshots/ (git-ignored) so that anyone can look at what a person sees.

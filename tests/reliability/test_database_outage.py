@@ -1,7 +1,7 @@
 """PostgreSQL restarted mid-run: nothing accepted is lost, and the outage answers 503.
 
 A real api, worker and beat on a private PostgreSQL cluster, which the test stops and
-starts again while the platform keeps reporting events (SPEC 5 and 10).
+starts again while the platform keeps reporting events (docs/api.md §5 and 10).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile receivers end to end, through the real worker process (SPEC 5 and 10).
+"""Hostile receivers end to end, through the real worker process (docs/api.md §5 and 10).
 
 Every kind of hostile receiver gets the same message at once; each attempt must end
 within its endpoint's deadline with the right outcome recorded, the redirect targets

@@ -29,7 +29,7 @@ from tests.support.scenario import (
 from tests.support.stack import free_port
 from tests.support.waiting import wait_until
 
-# SPEC 5 / issue 5: a lost try is attempted within this long after it was due.
+# docs/api.md §5 / issue 5: a lost try is attempted within this long after it was due.
 RECOVERY_BOUND = 60.0
 
 

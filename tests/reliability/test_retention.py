@@ -1,4 +1,4 @@
-"""Retention purge (SPEC 5): old messages and attempts go, in batches; recent ones stay."""
+"""Retention purge (docs/api.md §5): old messages and attempts go, in batches; recent ones stay."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nothing is lost when workers are SIGKILLed and the broker restarts empty (SPEC 5).
+"""Nothing is lost when workers are SIGKILLed and the broker restarts empty (docs/api.md §5).
 
 2,000 messages go to two loopback receivers through a real api, worker and two beats
 (two by mistake: nothing may double) on a private PostgreSQL and Redis, while the test
@@ -58,7 +58,7 @@ def test_no_message_lost_when_the_worker_is_killed_and_redis_restarts_empty(
         if fault == "kill":
             # Kill while deliveries are in flight. After the Redis restart every queued task
             # may be gone, and then the next post waits for beat's sweep of lost tries
-            # (overdue after 15 s, swept every 10 s): wait for it as long as SPEC 5's
+            # (overdue after 15 s, swept every 10 s): wait for it as long as docs/api.md §5's
             # recovery bound, not the receiver's default 20 s.
             receivers[0].wait_for(len(receivers[0].requests) + 1, timeout=RECOVERY_BOUND)
             worker.kill()

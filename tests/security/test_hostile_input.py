@@ -1,4 +1,4 @@
-"""Bodies and parameters no client should send: each a clear 4xx, never a 500 (SPEC 10).
+"""Bodies and parameters no client should send: each a clear 4xx, never a 500 (docs/api.md §10).
 
 Each input here produced a 500 before (a stack overflow in the JSON parser, values
 PostgreSQL cannot store, numbers out of a column's range), so each is pinned down.

@@ -1,4 +1,4 @@
-"""Request limits against a real server (gunicorn serving webhooks_api.wsgi:app), SPEC 10.
+"""Request limits against a real server (gunicorn serving webhooks_api.wsgi:app), docs/api.md §10.
 
 WEBHOOKS_MAX_PAYLOAD_BYTES is enforced with 413 whether the body comes with a
 Content-Length or chunked (counted as it arrives); an event array may be 16 times the

@@ -1,4 +1,4 @@
-"""No signing secret or credential in plain text anywhere but where it is handed out (SPEC 5).
+"""No signing secret or credential in plain text anywhere but where it is handed out.
 
 A representative run on a private stack (api and worker processes, their logs kept):
 organizations, users, endpoints on every face, rotations, deliveries that succeed and
@@ -169,7 +169,7 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
             resp = api.get(url, headers=headers, allow_redirects=False)
             answered += 1
             if path.endswith("/secret") and who in ("root", "jwt") and resp.status_code == 200:
-                continue  # the root-only secret route of SPEC 6.2 hands it out by design
+                continue  # the root-only secret route of docs/api.md §6.2 hands it out by design
             found += leaks(f"GET {url} as {who}", resp.text + str(resp.headers))
     assert answered > 50
 

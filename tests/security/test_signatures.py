@@ -1,4 +1,4 @@
-"""Deliveries verify with the public standardwebhooks and svix libraries, unchanged (SPEC 5).
+"""Deliveries verify with the public standardwebhooks and svix libraries, unchanged.
 
 Real deliveries from the worker process to a loopback receiver; a tampered body or id
 fails both libraries; during a rotation both the old and the new secret verify.

@@ -1,4 +1,4 @@
-"""The SSRF guard through the real processes (SPEC 5 and 10), with the allow list off.
+"""The SSRF guard through the real processes (docs/api.md §5 and 10), with the allow list off.
 
 Refused on save: every blocked address form is a 400 on each face of an api started with
 ``WEBHOOKS_ALLOW_PRIVATE_TARGETS`` empty. Refused at connect time: endpoints saved while
@@ -19,7 +19,7 @@ from tests.shared.test_targets import loopback_hostname
 from tests.support.scenario import create_org, rows, stopped_event
 from tests.support.waiting import wait_until
 
-# Every spelling of an address in a blocked range (SPEC 5, issue 5).
+# Every spelling of an address in a blocked range (docs/api.md §5, issue 5).
 BLOCKED_ON_SAVE = [
     # loopback, and its decimal, hex, octal and short spellings
     "127.0.0.1", "127.1", "2130706433", "0x7f000001", "0177.0.0.1", "0x7f.0.0.1",

@@ -121,7 +121,7 @@ def test_preconfigured_categories_follow_the_spec_table_in_order():
     assert category == "sandbox-events" and event_types == ["sandbox.*"] and description
 
 
-# --- resolve_names: every row of the SPEC 4.1 condition table -----------------
+# --- resolve_names: every row of the docs/api.md §4.1 condition table -----------------
 
 
 @pytest.mark.parametrize(
@@ -296,7 +296,7 @@ def test_daytona_deliveries_carry_the_canonical_name():
 @pytest.mark.parametrize(
     ("subscriptions", "expected"),
     [
-        # SPEC 5: both names match, one delivery typed with the specific one.
+        # docs/api.md §5: both names match, one delivery typed with the specific one.
         (["sandbox.started", "sandbox.resumed"], "sandbox.resumed"),
         (["sandbox.resumed", "sandbox.started"], "sandbox.resumed"),
         (["sandbox.resumed"], "sandbox.resumed"),
@@ -363,7 +363,7 @@ def test_e2b_delivery_needs_a_subscribed_label():
     [["*"], [], ["sandbox.*"], ["sandbox.stopped"], ["SANDBOX.STOPPED"], ["sandbox.state.updated"]],
 )
 def test_e2b_endpoint_gets_label_less_events_under_the_canonical_name(subscriptions):
-    # SPEC 4.1: any of the event's names matches; SPEC 4.2: the E2B face has
+    # docs/api.md §4.1: any of the event's names matches; docs/api.md §4.2: the E2B face has
     # no name for a stop, so the delivery carries the canonical one.
     stopped = state_update("started", "stopped")
     assert delivery_name(subscriptions, stopped, "e2b") == "sandbox.state.updated"

@@ -1,4 +1,4 @@
-"""Organization initialization (SPEC 6.2): preconfigured endpoints, failures and beat's retries."""
+"""Organization initialization: preconfigured endpoints, failures and beat's retries."""
 
 from __future__ import annotations
 

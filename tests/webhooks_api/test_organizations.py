@@ -1,4 +1,4 @@
-"""The Daytona-style /api/webhooks face (SPEC 6.2), end to end through a real worker."""
+"""The Daytona-style /api/webhooks face (docs/api.md §6.2), end to end through a real worker."""
 
 from __future__ import annotations
 
@@ -384,7 +384,7 @@ def test_a_test_is_one_attempt_and_shows_the_endpoints_max_attempts(client, org,
 
 
 def test_test_route_sends_any_type_to_an_e2b_endpoint(client, org, make_receiver, worker):
-    # SPEC 6.2: the test sends "that type's example to this endpoint only,
+    # docs/api.md §6.2: the test sends "that type's example to this endpoint only,
     # whatever it subscribes to", the team hook (labels only) included.
     receiver = make_receiver()
     resp = client.post(
@@ -409,7 +409,7 @@ def test_test_route_sends_any_type_to_an_e2b_endpoint(client, org, make_receiver
     for got in receiver.wait_for(3):
         payload = Webhook(secret).verify(got.body, got.headers)
         labels[got.headers["webhook-id"]] = payload["eventLabel"]
-    # The E2B label where the event has one, else the canonical name (SPEC 4.2).
+    # The E2B label where the event has one, else the canonical name (docs/api.md §4.2).
     assert sorted(labels.values()) == ["pause", "sandbox.state.updated", "snapshot.created"]
 
 
@@ -892,7 +892,7 @@ def test_member_admin_and_root_permissions(client, org, add_user, receiver):
     endpoint = _create(client, org, receiver.url + "/hook", [])
     message_id = _ingest(client, _sandbox_event(org.id))
     routes = _all_org_routes(org.id, endpoint["id"], message_id)
-    # Routes a member may not use (SPEC 6.2 "who"), by (method, last path part).
+    # Routes a member may not use (docs/api.md §6.2 "who"), by (method, last path part).
     admin_only = {
         ("post", "endpoints"),
         ("patch", endpoint["id"]),

@@ -1,4 +1,4 @@
-"""The live socket (SPEC 7) against a real api server, with deliveries made by a real worker."""
+"""The live socket against a real api server, with deliveries made by a real worker."""
 
 from __future__ import annotations
 
@@ -289,7 +289,7 @@ def test_endpoint_changes_are_published_after_commit(client, org, receiver, list
         "endpoint.deleted",
     ]
     shapes = [data["endpoint"] for _, data in events]
-    # The SPEC 6.2 endpoint shape, exactly as the organization service shows it.
+    # The docs/api.md §6.2 endpoint shape, exactly as the organization service shows it.
     assert shapes[0] == as_listed
     assert shapes[1]["description"] == "renamed"
     assert shapes[2]["status"] == "disabled"

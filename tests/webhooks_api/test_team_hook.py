@@ -1,4 +1,4 @@
-"""The E2B-style team lifecycle hook at /events/webhooks/sandboxes (SPEC 6.3), end to end."""
+"""The E2B-style team lifecycle hook at /events/webhooks/sandboxes, end to end."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_e2b_flow_register_get_patch_test_delete(client, org, make_receiver, wor
     assert patched.json == {"teamID": org.id, "url": second.url + "/updated", "events": ["kill"]}
     assert client.get(HOOK, headers=org.headers).json == patched.json
 
-    # The hook only subscribes to `kill`, yet the test is a `create` (SPEC 6.3).
+    # The hook only subscribes to `kill`, yet the test is a `create` (docs/api.md §6.3).
     tested = client.post(HOOK + "/test", headers=org.headers)
     assert tested.status_code == 200
     assert tested.json["queued"] is True

@@ -219,7 +219,7 @@ def test_account_level_types_need_root_and_account_scope(client, org, add_user):
 
 
 def test_scope_change_keeps_subscriptions_written_on_another_face(client, org, add_user):
-    # SPEC 4.1: /v1's vocabulary applies to the names a PUT writes; the stored ones,
+    # docs/api.md §4.1: /v1's vocabulary applies to the names a PUT writes; the stored ones,
     # given on /api/webhooks, are kept and shown as they are.
     admin = add_user(org, "admin")
     stored = ["sandbox.*", "create", "snapshot.created"]
@@ -258,7 +258,7 @@ def test_scope_change_still_applies_the_account_level_rules(client, org, add_use
     ).json["data"]["endpoint_id"]
     url = f"/v1/webhooks/{endpoint_id}"
     message = "Account-level event types require a root user and an account-scoped webhook"
-    # Account-level types live on account-scoped endpoints only (SPEC 3).
+    # Account-level types live on account-scoped endpoints only (docs/api.md §3).
     resp = client.put(url, json={"scope": "user"}, headers=org.headers)
     assert (resp.status_code, resp.json["error"]) == (400, message)
     resp = client.put(url, json={"scope": "user"}, headers=admin.headers)

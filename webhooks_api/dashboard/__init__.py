@@ -1,1 +1,1 @@
-"""The dashboard at /dashboard (SPEC 8): a static shell whose data all comes from the API."""
+"""The dashboard at /dashboard: a static shell whose data all comes from the API."""

@@ -1,4 +1,4 @@
-"""The platform's own face at /api/internal (SPEC 6.4): organizations, users, events."""
+"""The platform's own face at /api/internal (docs/api.md §6.4): organizations, users, events."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The Daytona-style organization service face at /api/webhooks (SPEC 6.2)."""
+"""The Daytona-style organization service face at /api/webhooks (docs/api.md §6.2)."""

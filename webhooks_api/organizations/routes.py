@@ -1,4 +1,4 @@
-"""The Daytona-style organization service at /api/webhooks (SPEC 6.2).
+"""The Daytona-style organization service at /api/webhooks (docs/api.md §6.2).
 
 Routes under ``/organizations/{organizationId}`` take an organization key or JWT; a
 caller of another organization gets 404 for everything there. The cross-organization
@@ -431,6 +431,6 @@ class ServiceStatus(MethodView):
         }
         if status.healthy:
             return body, 200
-        # A database outage answers 503 with Retry-After on every route (SPEC 10).
+        # A database outage answers 503 with Retry-After on every route (docs/api.md §10).
         headers = {} if status.database_ok else {"Retry-After": "5"}
         return body, 503, headers

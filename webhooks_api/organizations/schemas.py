@@ -1,4 +1,4 @@
-"""Schemas of the Daytona-style /api/webhooks face: camelCase, plain JSON (SPEC 6.2)."""
+"""Schemas of the Daytona-style /api/webhooks face: camelCase, plain JSON (docs/api.md §6.2)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The E2B-style team lifecycle hook face at /events/webhooks/sandboxes (SPEC 6.3)."""
+"""The E2B-style team lifecycle hook face at /events/webhooks/sandboxes (docs/api.md §6.3)."""

@@ -1,4 +1,4 @@
-"""The E2B-style team lifecycle hook at /events/webhooks/sandboxes (SPEC 6.3).
+"""The E2B-style team lifecycle hook at /events/webhooks/sandboxes (docs/api.md §6.3).
 
 One hook per team (organization), managed with the team's API key. Errors on
 this face are `{"code": <status>, "message": "..."}` (context.error_response

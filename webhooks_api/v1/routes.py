@@ -1,4 +1,4 @@
-"""The ScaleBox-style management face at /v1/webhooks (SPEC 6.1)."""
+"""The ScaleBox-style management face at /v1/webhooks (docs/api.md §6.1)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """every rotated-out signing secret keeps signing until its own expiry
 
 Until now an endpoint kept one previous secret: a second rotation within 24 hours
-dropped the first old secret early, though receivers may still hold it (SPEC 5, 6.1,
+dropped the first old secret early, though receivers may still hold it (docs/api.md §5, 6.1,
 6.2). ``endpoints.previous_secret_encrypted`` now holds every rotated-out secret still
 in its overlap, as a JSON list of ``{"secret": <Fernet token>, "expiresAt": <ISO 8601>}``
 (oldest first), and ``previous_secret_expires_at`` the last of their expiries.
