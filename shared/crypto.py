@@ -55,7 +55,7 @@ def reencrypt(token: str) -> str:
 
 
 # Every delivery attempt signs with its endpoint's secret, and checking and decrypting a
-# Fernet token cost about 4% of a worker's CPU per attempt (py-spy, benchmark scenario 1).
+# Fernet token is a visible share of a worker's CPU per attempt.
 # A token is written once and never changes (a rotation writes a new one), so the answer
 # for a token under a key is kept: a few thousand endpoints' secrets, well under 1 MB.
 @lru_cache(maxsize=4096)

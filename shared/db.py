@@ -35,7 +35,7 @@ def skip_pre_ping() -> None:
 # A pooled connection idle for longer than this is pinged before it is handed out, so
 # that a request after a quiet spell never meets a connection a restarted PostgreSQL
 # closed. One busy in the last seconds is not: under load a ping per checkout was a
-# round trip per request (7% of the single-event ingest's time, benchmark scenario 6),
+# round trip per request, a large share of a single event's ingest,
 # and a restart under load fails the statements already in flight anyway. The first
 # disconnect seen empties the whole pool (SQLAlchemy invalidates every older
 # connection), so a restart costs at most the requests already holding a connection.
@@ -170,8 +170,8 @@ def _drop_after_commit(session: Session) -> None:
 # committed before them if a crash of PostgreSQL loses them: a lost claim is a lost lease,
 # a lost fan-out leaves its messages owed a fan-out (beat's sweep makes it), a lost record
 # leaves the try due, so it is made again (same webhook-id) and recorded then. So they may
-# commit without waiting for the WAL flush, which was a third of PostgreSQL's CPU per
-# delivery in benchmark scenario 1 (1.40 -> 0.94 ms, +10% deliveries/s). What a crash of
+# commit without waiting for the WAL flush, which is a large part of PostgreSQL's work per
+# delivery. What a crash of
 # PostgreSQL (not of a worker) can lose is the last few hundred milliseconds of such writes
 # (3 x wal_writer_delay). Messages, endpoints and everything a client is answered about
 # commit as usual. WEBHOOKS_DELIVERY_COMMIT=sync makes these wait too.
@@ -247,8 +247,7 @@ def autocommit_rows(
     SQLAlchemy's Connection (execution context, result wrapping, events) cost more CPU
     per call than the driver and the round trip together. On PostgreSQL each connection
     prepares the statement the first time it runs it: parsing and planning it every time
-    was about half of the server's time for these statements (a claim took 264 us a
-    round trip unprepared, 112 us prepared, on the benchmark machine). This needs
+    was about half of the server's time for these statements. This needs
     connections that are PostgreSQL sessions of their own (a PgBouncer in session mode, not
     transaction mode). Errors are raised as SQLAlchemy's (IntegrityError,
     OperationalError), as elsewhere.

@@ -6,10 +6,10 @@ libcurl (through pycurl) makes the request: every attempt has one total deadline
 addresses the SSRF guard (`shared.targets`) lets through, checked on the address
 actually dialled (CURLOPT_OPENSOCKETFUNCTION) so DNS rebinding cannot pass.
 
-Why libcurl: urllib3 and http.client cost about 380 us of a worker's CPU per post
-(URL parsing, header building, the email-module header parser, the response object),
-libcurl about 75 us on the same loopback receiver, and its total deadline needs no
-watchdog thread to cut a receiver that trickles its answer.
+Why libcurl: urllib3 and http.client spend several times libcurl's CPU on each post (URL
+parsing, header building, the email-module header parser, the response object), and
+libcurl's total deadline needs no watchdog thread to cut a receiver that trickles its
+answer.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class _Transfer:
         curl.setopt(pycurl.ACCEPT_ENCODING, "")
         curl.setopt(pycurl.MAXCONNECTS, 1)  # a handle serves one host (DeliveryClient)
         # libcurl's smallest buffers: 4 KiB of an answer is all we keep, and a worker holds
-        # a handle per thread (16 + 64 KiB each by default: ~3 MB more per 128 handles).
+        # a handle per busy thread, and the default buffers (16 + 64 KiB) add up over them.
         curl.setopt(pycurl.BUFFERSIZE, 4096)
         curl.setopt(pycurl.UPLOAD_BUFFERSIZE, 16384)
         verify = ssl.get_default_verify_paths()
@@ -281,7 +281,7 @@ class DeliveryClient:
         self.allow = allow
         self.max_body = max_body
         self._pool_maxsize = pool_maxsize
-        # Idle handles kept over all hosts (~50 KB each with its connection): a worker
+        # Idle handles kept over all hosts (each holds its buffers and connection): a worker
         # posting to many hosts keeps the most recently used ones, not every host's peak.
         self._max_idle = max_idle if max_idle is not None else 2 * pool_maxsize
         self._idle = 0

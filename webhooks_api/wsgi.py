@@ -16,5 +16,5 @@ from .app import create_app  # noqa: E402
 
 app = create_app()
 # The app's ~140,000 long-lived objects (Flask, SQLAlchemy, marshmallow, the schemas)
-# would be walked by every full collection, 50-100 ms with every request thread stopped.
+# would be walked by every full collection, with every request thread stopped meanwhile.
 gc.freeze()

@@ -125,7 +125,7 @@ def _broker_backlog() -> int | None:
 
     Under full load a worker thread can wait for the GIL longer than the read's timeout:
     taking that for an empty broker made the sweep re-enqueue every overdue try behind a
-    long queue (thousands of duplicates in benchmark scenario 1).
+    long queue (thousands of duplicates under a burst).
     """
     from shared.metrics import broker_gauges
 

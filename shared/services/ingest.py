@@ -29,12 +29,11 @@ from .fanout import EndpointTarget, create_deliveries, endpoint_targets, insert_
 MAX_BATCH = 1000
 EVENT_ID_MAX = 256
 # A fan-out this small is made in the accepting transaction itself: a Celery task per
-# message cost the workers about 3 ms of CPU and a queue hop before the first delivery
-# (benchmark scenarios 2 and 6). Larger ones (an array to many endpoints, an
-# organization with many endpoints) go to a fan-out task so that the request stays
-# short (scenario 3: 1,000 endpoints). The bound is on endpoints and on deliveries
-# (messages x endpoints), so that an array to an organization with no endpoints, or few,
-# costs no task either.
+# message costs the workers more than the deliveries' rows and adds a queue hop before
+# the first delivery. Larger ones (an array to many endpoints, an organization with many
+# endpoints) go to a fan-out task so that the request stays short. The bound is on
+# endpoints and on deliveries (messages x endpoints), so that an array to an organization
+# with no endpoints, or few, costs no task either.
 INLINE_FANOUT_ENDPOINTS = 50
 INLINE_FANOUT_DELIVERIES = 500
 
@@ -43,8 +42,8 @@ INLINE_FANOUT_DELIVERIES = 500
 class StoredMessage:
     """A message as just written: the columns of ``Message``, without an ORM object.
 
-    Building ORM instances for rows the request only answers with cost 8% of the
-    single-event ingest's CPU (benchmark scenario 6).
+    Building ORM instances for rows the request only answers with is a noticeable part of
+    a single event's ingest, for objects no session ever needs.
     """
 
     id: str

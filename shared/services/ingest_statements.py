@@ -3,7 +3,7 @@
 One event per request is how a platform usually reports. In the request's own ORM
 transaction it cost five round trips (BEGIN, the organization and its endpoints, the
 message, its deliveries, COMMIT) and SQLAlchemy's per-statement bookkeeping, more CPU
-than the HTTP request around it (benchmark scenario 6). Here it is one read, then one
+than the HTTP request around it. Here it is one read, then one
 statement that writes the message and its deliveries together: both writes commit or
 neither does, and a repeated eventId writes nothing at all.
 
@@ -142,10 +142,9 @@ _DELIVERIES = (
 STORE = select(_MESSAGE.c.id).add_cte(_DELIVERIES)
 
 # The deliveries of a fan-out of any size, in one statement of seven parameters: each
-# column's values as one array. A multi-row VALUES list (SQLAlchemy's executemany) cost
-# the worker ~35 us of CPU per row to build and bind thirteen parameters, and PostgreSQL a
-# fresh parse of up to 13,000 parameters per batch: 1,000 deliveries took 63 ms (37 ms of
-# the worker's CPU) that way, 11 ms (6 ms) this way.
+# column's values as one array. A multi-row VALUES list (SQLAlchemy's executemany) makes
+# the process build and bind every parameter of every row, and PostgreSQL parse a statement
+# of thousands of parameters per batch: a large fan-out took several times longer.
 _FAN_OUT = (
     insert(_D)
     .from_select(

@@ -2,7 +2,7 @@
 
 Every delivery is updated twice (its claim, then its record) and gets one attempt row, so
 each index on those tables is written several times per delivery; PostgreSQL spent about
-a quarter of the service's CPU in benchmark scenario 1. Three changes:
+a large share of the service's CPU on index writes. Three changes:
 
 - ``attempts``: ``ix_attempts_delivery`` (delivery_id) goes; ``uq_attempts_delivery_try``
   (delivery_id, try_number) already answers every lookup by delivery.
