@@ -1,7 +1,7 @@
 """lighter writes on the delivery hot path
 
 Every delivery is updated twice (its claim, then its record) and gets one attempt row, so
-each index on those tables is written several times per delivery; PostgreSQL spent about
+each index on those tables is written several times per delivery; PostgreSQL spent
 a large share of the service's CPU on index writes. Three changes:
 
 - ``attempts``: ``ix_attempts_delivery`` (delivery_id) goes; ``uq_attempts_delivery_try``
