@@ -8,7 +8,7 @@ statement that writes the message and its deliveries together: both writes commi
 neither does, and a repeated eventId writes nothing at all.
 
 Arrays, custom sends, tests and organizations with many endpoints keep the
-transactional path in ``messages`` (so does the embedded SQLite default).
+transactional path in ``ingest`` (so does the embedded SQLite default).
 """
 
 from __future__ import annotations
