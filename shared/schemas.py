@@ -203,7 +203,7 @@ class OperatorEndpointWithStatsSchema(through(OperatorEndpointSchema, "endpoint"
 
 
 class OperatorMessageSchema(MessageSchema):
-    """A new message as ``webhooks messages tail`` prints it (``operations.Activity``)."""
+    """A new message as ``webhooks messages tail`` prints it (``activity.Activity``)."""
 
     class Meta:
         fields = (
@@ -228,7 +228,7 @@ class OperatorMessageSchema(MessageSchema):
 
 
 class OperatorAttemptSchema(AttemptSchema):
-    """A new attempt as ``webhooks messages tail`` prints it (``operations.Activity``)."""
+    """A new attempt as ``webhooks messages tail`` prints it (``activity.Activity``)."""
 
     class Meta:
         fields = (

@@ -575,7 +575,7 @@ def messages_tail(
     """Follow new messages and delivery attempts as they are recorded (Ctrl-C to stop)."""
     from shared.db import get_sessionmaker
     from shared.schemas import OperatorAttemptSchema, OperatorMessageSchema
-    from shared.services.operations import ActivityTail
+    from shared.services.activity import ActivityTail
 
     _settings()
     tail = ActivityTail(
