@@ -148,7 +148,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.teardown_request(_close_session)
     _register_error_handlers(app)
     # The worker's sender, so that the api can enqueue after its commits.
-    import webhooks_worker.celery_app  # noqa: F401
+    from webhooks_worker.celery_app import install_sender
+
+    install_sender()
 
     from .realtime import init_realtime
 
