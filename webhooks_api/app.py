@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 from flask import Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
@@ -141,6 +142,8 @@ def create_app(config: dict | None = None) -> Flask:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
+    app.extensions[JSON_BODY_ROUTES] = routes_reading_a_json_body(app, api)
+
     # Credentials first: a caller without them gets 401, not a 400 about its body (SPEC 3).
     app.before_request(authenticate_request)
     app.before_request(_limit_and_parse_body)
@@ -226,12 +229,33 @@ def _limit_and_parse_body() -> Response | None:
     return None
 
 
+# Where create_app keeps routes_reading_a_json_body's answer.
+JSON_BODY_ROUTES = "webhooks.json_body_routes"
+# A Flask rule's variables (``<int:id>``) as the OpenAPI document writes them (``{id}``).
+_RULE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def routes_reading_a_json_body(app: Flask, api: Api) -> frozenset[tuple[str, str]]:
+    """(endpoint, METHOD) of every route whose documented operation takes a JSON body.
+
+    Read from the OpenAPI document flask-smorest builds from each view's
+    ``@blp.arguments`` and ``@blp.doc``, so the rule has one source: what the docs promise.
+    """
+    paths = api.spec.to_dict().get("paths", {})
+    found = set()
+    for rule in app.url_map.iter_rules():
+        operations = paths.get(_RULE_VARIABLE.sub(r"{\1}", rule.rule), {})
+        for method, operation in operations.items():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if body and "application/json" in body.get("content", {}):
+                found.add((rule.endpoint, method.upper()))
+    return frozenset(found)
+
+
 def _reads_a_body() -> bool:
-    """Whether the matched view declares a JSON body schema (flask-smorest's arguments)."""
-    view = current_app.view_functions.get(request.url_rule.endpoint)
-    handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
-    declared = getattr(handler, "_apidoc", {}).get("arguments", {}).get("parameters", [])
-    return any(parameter.get("location", "json") == "json" for parameter in declared)
+    """Whether the matched route's documented operation takes a JSON body."""
+    routes = current_app.extensions.get(JSON_BODY_ROUTES, frozenset())
+    return (request.url_rule.endpoint, request.method) in routes
 
 
 def _more_body_left() -> bool:
