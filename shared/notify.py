@@ -146,37 +146,48 @@ class QueueRelay:
         """
         import kombu
 
-        delivered = 0
         with kombu.Connection(self.broker_url) as connection:
             queue = connection.SimpleQueue(self.channel)
             try:
-                timeout: float | None = wait
-                while True:
-                    try:
-                        message = queue.get(block=timeout is not None, timeout=timeout)
-                    except queue.Empty:
-                        return delivered
-                    timeout = None  # drain what else is there, without waiting
-                    message.ack()
-                    body = message.payload
-                    if not isinstance(body, dict):
-                        continue
-                    if time.time() - float(body.get("sentAt") or 0) > STALE_AFTER_SECONDS:
-                        continue
-                    deliver(body["event"], body["data"], body.get("rooms"),
-                            body.get("namespace") or "/")  # fmt: skip
-                    delivered += 1
+                return self._drain(queue, deliver, wait)
             finally:
                 queue.close()
 
     def run(self, deliver: Callable[[str, dict, Any, str], None]) -> None:
         """Relay for ever (the api's background task); a broker error is logged and retried."""
+        import kombu
+
         while True:
             try:
-                self.relay(deliver)
+                with kombu.Connection(self.broker_url) as connection:
+                    queue = connection.SimpleQueue(self.channel)
+                    try:
+                        while True:
+                            self._drain(queue, deliver, 1.0)
+                    finally:
+                        queue.close()
             except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
                 log.warning("live event relay: %s; retrying", exc)
                 time.sleep(CONNECT_TIMEOUT_SECONDS)
+
+    @staticmethod
+    def _drain(queue: Any, deliver: Callable[[str, dict, Any, str], None], wait: float) -> int:
+        delivered = 0
+        timeout: float | None = wait
+        while True:
+            try:
+                message = queue.get(block=timeout is not None, timeout=timeout)
+            except queue.Empty:
+                return delivered
+            timeout = None  # drain what else is there, without waiting
+            message.ack()
+            body = message.payload
+            if not isinstance(body, dict):
+                continue
+            if time.time() - float(body.get("sentAt") or 0) > STALE_AFTER_SECONDS:
+                continue
+            deliver(body["event"], body["data"], body.get("rooms"), body.get("namespace") or "/")
+            delivered += 1
 
 
 def make_relay(settings: Settings) -> QueueRelay | None:
