@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 
 from .errors import Invalid
+from .redaction import redact
 from .targets import AllowList, parse_allowlist, validate_target_url
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
@@ -192,8 +193,6 @@ def _celery_broker_url(env: dict[str, str]) -> str | None:
         return None
     from kombu.transport import TRANSPORT_ALIASES
 
-    from .logs import redact
-
     urls = []
     # Celery takes a `;`-separated list of failover brokers.
     for url in (part.strip() for part in raw.split(";")):
@@ -221,8 +220,6 @@ def _sqlalchemy_broker_url(url: str, scheme: str, rest: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from .logs import redact
-
     database = scheme.partition("+")[2]
     if database in ("postgres", "postgresql"):
         # As for DATABASE_URL: SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2.
@@ -243,8 +240,6 @@ def _check_database_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from .logs import redact
-
     try:
         parsed = make_url(url)
         parsed.get_dialect().import_dbapi()
@@ -261,8 +256,6 @@ def _check_database_url(url: str) -> None:
 def _check_redis_url(name: str, url: str) -> None:
     """A Redis URL as redis-py will read it, with a host and a numeric database."""
     from redis.connection import parse_url
-
-    from .logs import redact
 
     try:
         parse_url(url)
@@ -283,8 +276,6 @@ def _check_redis_url(name: str, url: str) -> None:
 
 def _check_http_url(name: str, url: str) -> None:
     """An http(s) URL with a host and, if any, a numeric port."""
-    from .logs import redact
-
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - parsing is the check
@@ -309,8 +300,6 @@ def _check_preconfigured_base(url: str) -> None:
     spaces or port 0). A base that breaks them would fail every initialization, so it
     stops the process instead.
     """
-    from .logs import redact
-
     name = "WEBHOOKS_PRECONFIGURED_BASE_URL"
     parts = urlsplit(url)
     if parts.query or parts.fragment or url.endswith(("?", "#")):
@@ -341,8 +330,6 @@ def _database_url(env: dict[str, str], data_dir: Path) -> str:
         # SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme; we ship psycopg2.
         if database_url.startswith(plain):
             database_url = "postgresql+psycopg2://" + database_url[len(plain) :]
-    from .logs import redact
-
     if not database_url.startswith(("postgresql", "sqlite")):
         raise ConfigError(
             f"DATABASE_URL must be a postgresql:// or sqlite:// URL, got {redact(database_url)!r}"
@@ -365,7 +352,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     redis_url = env.get("REDIS_URL", "").strip() or None
     embedded = not env.get("DATABASE_URL", "").strip() and not redis_url
     database_url = _database_url(env, data_dir)
-    from .logs import redact
 
     if redis_url:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -1,13 +1,12 @@
 """A process's fire-and-forget Redis writes, gathered and sent together every few ms.
 
-Every recorded attempt adds metrics counters (HINCRBY, shared.metrics) and publishes a
-live event (PUBLISH, shared.notify). Sent one by one from the delivery's own thread they
-were two Redis round trips per attempt, a tenth of the worker's CPU in the benchmark's
-profiles, and the live events queued behind one lock. Here the delivery thread only
-appends to a buffer; one background thread per process sends whatever gathered in one
-pipeline every FLUSH_EVERY seconds.
+Every recorded attempt adds metrics counters (HINCRBY, shared.metrics). Sent one by one
+from the delivery's own thread they were a Redis round trip per attempt on the hot path.
+Here the delivery thread only appends to a buffer; one background thread per process
+sends whatever gathered in one pipeline every FLUSH_EVERY seconds (``publish`` gathers
+pub/sub messages the same way; live events have their own thread, shared.notify).
 
-What that costs: a counter or a live event reaches Redis up to FLUSH_EVERY later, and a
+What that costs: a counter or a message reaches Redis up to FLUSH_EVERY later, and a
 process killed outright (SIGKILL, OOM) loses at most that much of them. Both are a
 courtesy on top of the database, which stays the truth (metrics gauges, the dashboard's
 lists). A normal exit flushes what is left.

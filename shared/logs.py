@@ -27,7 +27,6 @@ import logging
 import logging.handlers
 import os
 import queue
-import re
 import sys
 import threading
 import traceback
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import tracing
+from .redaction import redact
 from .task_names import Task
 
 # The ids a line about a delivery carries, in the order a JSON line shows them.
@@ -47,31 +47,6 @@ PASSTHROUGH_FIELDS = ("task_id", "task_name", "try_number", "trigger", "status_c
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "webhooks_log_context", default=None
 )
-
-REDACTED = "[redacted]"
-_PATTERNS = (
-    # Standard Webhooks signing secrets (whsec_ + base64).
-    (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_" + REDACTED),
-    # Our API keys (shared.crypto.API_KEY_PREFIX + urlsafe base64).
-    (re.compile(r"whk_live_[A-Za-z0-9_\-]+"), "whk_live_" + REDACTED),
-    # JWTs (three base64url parts, the header always starts with eyJ).
-    (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"), REDACTED),
-    # Bearer credentials in echoed headers.
-    (re.compile(r"(?i)(bearer\s+)[^\s'\",]+"), r"\1" + REDACTED),
-    # Passwords in URLs (postgresql://user:pass@host, redis://:pass@host).
-    (re.compile(r"(://[^:/@\s]*:)[^@/\s]+@"), r"\1" + REDACTED + "@"),
-)
-
-
-def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """``text`` with every known kind of secret, and the given literal secrets, replaced."""
-    for secret in extra_secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
 
 # ---- context -------------------------------------------------------------------------------
 

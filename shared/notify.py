@@ -1,9 +1,10 @@
 """Live events for the socket (docs/api.md §7), published from any process through the broker.
 
-Workers, beat and api processes all publish through a write-only Socket.IO client
-manager on the broker; every api process listens on the same channel and relays each
-event to the sockets in the event's rooms. Nothing here raises: a live event is a
-courtesy on top of the database, so a broker hiccup is logged and the caller goes on.
+Workers, beat and api processes all publish through python-socketio's write-only client
+manager on the broker (one background thread per process sends them); every api process
+listens on the same channel and relays each event to the sockets in the event's rooms.
+Nothing here raises: a live event is a courtesy on top of the database, so a broker
+hiccup is logged and the caller goes on.
 
 Rooms (docs/api.md §3 visibility): root and admin join ``org:<id>:all``; a member joins
 ``org:<id>:account`` and ``user:<id>``. Every event goes to the organization's admin
@@ -13,10 +14,13 @@ endpoint, its owner's user room for a user-scoped one.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
-from functools import lru_cache
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,7 +28,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .config import Settings, get_settings
-from .courier import get_courier
 from .db import after_commit, get_sessionmaker
 from .models import Endpoint
 from .schemas import AttemptEventSchema, EndpointSchema
@@ -79,107 +82,178 @@ def channel_name(settings: Settings) -> str:
     return f"webhooks-socket.{db or 0}"
 
 
-def make_client_manager(settings: Settings, *, write_only: bool) -> Any:
-    """The Socket.IO client manager on the configured broker.
+def _redis_relay_url(settings: Settings) -> str | None:
+    return settings.redis_url or (settings.broker_url if settings.uses_redis else None)
 
-    Redis (``REDIS_URL``, else a Redis broker URL) uses pub/sub, so every api process
-    relays every event. Other kombu brokers use a fanout exchange. kombu's SQLAlchemy
-    transport (the embedded broker) keeps exchange bindings in each process's memory, so a
-    fanout published by a worker would reach no api process: it gets a named queue
-    instead, which relays to one api process (the embedded mode runs exactly one).
+
+def make_client_manager(settings: Settings, *, write_only: bool) -> Any:
+    """The Socket.IO client manager on the configured broker, or None for the embedded one.
+
+    Redis (``REDIS_URL``, else a Redis broker URL) uses python-socketio's RedisManager
+    (pub/sub: every api process relays every event); other kombu brokers its
+    KombuManager (a fanout exchange). kombu's SQLAlchemy transport (the embedded broker)
+    keeps exchange bindings in each process's memory, so a fanout published by a worker
+    would reach no api process: there the api runs a ``QueueRelay`` instead, with
+    python-socketio's in-process manager.
     """
     import socketio
 
     channel = channel_name(settings)
-    redis_url = settings.redis_url or (settings.broker_url if settings.uses_redis else None)
-    if redis_url and write_only:
-        return _buffered_manager_class()(redis_url, channel=channel, write_only=True)
+    redis_url = _redis_relay_url(settings)
     if redis_url:
         options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        if write_only:  # a listener waits on its subscription as long as it likes
+            options["socket_timeout"] = CONNECT_TIMEOUT_SECONDS
         return socketio.RedisManager(
-            redis_url, channel=channel, write_only=False, redis_options=options
+            redis_url, channel=channel, write_only=write_only, redis_options=options
         )
     if settings.broker_url.startswith("sqla+"):
-        return _queue_manager_class()(settings.broker_url, channel=channel, write_only=write_only)
+        return None
     return socketio.KombuManager(settings.broker_url, channel=channel, write_only=write_only)
 
 
-@lru_cache(maxsize=1)
-def _buffered_manager_class() -> type:
-    import socketio
+class QueueRelay:
+    """Live events over one named queue of the embedded broker (kombu's SimpleQueue).
 
-    class BufferedRedisManager(socketio.RedisManager):
-        """A publisher whose messages leave with the process's courier (shared.courier):
-        a delivery thread never waits on Redis, and a burst of attempts is one pipeline."""
+    The queue lives in the broker's database, so a worker's events reach the api process
+    that reads it (the embedded mode runs exactly one). Events older than
+    STALE_AFTER_SECONDS are dropped on the way out: a dashboard that was away does not
+    want a replay, it reloads what it shows.
+    """
 
-        name = "redis-buffered"
-        # Encoding touches no shared state and the courier has a lock of its own, so
-        # threads may emit at once (shared.notify._Publisher).
-        thread_safe = True
+    def __init__(self, broker_url: str, channel: str) -> None:
+        self.broker_url = broker_url
+        self.channel = channel
+        self._connection: Any = None
+        self._queue: Any = None
 
-        def _publish(self, data: dict) -> None:
-            get_courier(self.redis_url).publish(self.channel, self.json.dumps(data))
+    def emit(self, event: str, data: dict, namespace: str = "/", room: Any = None) -> None:
+        """Put one event on the queue (the signature of a client manager's ``emit``)."""
+        if self._queue is None:
+            import kombu
 
-    return BufferedRedisManager
+            self._connection = kombu.Connection(self.broker_url)
+            self._queue = self._connection.SimpleQueue(self.channel)
+        self._queue.put(
+            {"event": event, "data": data, "rooms": room, "namespace": namespace,
+             "sentAt": time.time()}
+        )  # fmt: skip
+
+    def relay(self, deliver: Callable[[str, dict, Any, str], None], *, wait: float = 1.0) -> int:
+        """Hand every waiting fresh event to ``deliver(event, data, rooms, namespace)``.
+
+        Waits up to ``wait`` seconds for the first one; returns how many were delivered.
+        """
+        import kombu
+
+        with kombu.Connection(self.broker_url) as connection:
+            queue = connection.SimpleQueue(self.channel)
+            try:
+                return self._drain(queue, deliver, wait)
+            finally:
+                queue.close()
+
+    def run(self, deliver: Callable[[str, dict, Any, str], None]) -> None:
+        """Relay for ever (the api's background task); a broker error is logged and retried."""
+        import kombu
+
+        while True:
+            try:
+                with kombu.Connection(self.broker_url) as connection:
+                    queue = connection.SimpleQueue(self.channel)
+                    try:
+                        while True:
+                            self._drain(queue, deliver, 1.0)
+                    finally:
+                        queue.close()
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
+                log.warning("live event relay: %s; retrying", exc)
+                time.sleep(CONNECT_TIMEOUT_SECONDS)
+
+    @staticmethod
+    def _drain(queue: Any, deliver: Callable[[str, dict, Any, str], None], wait: float) -> int:
+        delivered = 0
+        timeout: float | None = wait
+        while True:
+            try:
+                message = queue.get(block=timeout is not None, timeout=timeout)
+            except queue.Empty:
+                return delivered
+            timeout = None  # drain what else is there, without waiting
+            message.ack()
+            body = message.payload
+            if not isinstance(body, dict):
+                continue
+            if time.time() - float(body.get("sentAt") or 0) > STALE_AFTER_SECONDS:
+                continue
+            deliver(body["event"], body["data"], body.get("rooms"), body.get("namespace") or "/")
+            delivered += 1
 
 
-@lru_cache(maxsize=1)
-def _queue_manager_class() -> type:
-    import kombu
-    import socketio
+def make_relay(settings: Settings) -> QueueRelay | None:
+    """The embedded broker's relay, or None where a client manager relays (make_client_manager)."""
+    if _redis_relay_url(settings) or not settings.broker_url.startswith("sqla+"):
+        return None
+    return QueueRelay(settings.broker_url, channel_name(settings))
 
-    class QueueManager(socketio.KombuManager):
-        """A relay over one named queue, for kombu transports without cross-process fanout."""
 
-        name = "kombu-queue"
-
-        def _queue(self) -> kombu.Queue:
-            # The default exchange routes by queue name on every kombu transport, including
-            # the SQLAlchemy one, whose named queues live in the shared broker database.
-            return kombu.Queue(self.channel, kombu.Exchange(""), routing_key=self.channel)
-
-        def _producer_publish(self, connection: kombu.Connection):
-            producer = connection.Producer(exchange=kombu.Exchange(""))
-            publish = connection.ensure(producer, producer.publish)
-            return lambda body: publish(body, routing_key=self.channel)
-
-        def _publish(self, data: dict) -> None:
-            super()._publish({**data, "sentAt": time.time()})
-
-        def _listen(self):
-            for message in super()._listen():
-                try:
-                    decoded = self.json.loads(message) if isinstance(message, str) else message
-                    sent_at = float(decoded.get("sentAt", 0))
-                except (ValueError, TypeError, AttributeError):
-                    sent_at = 0.0
-                if time.time() - sent_at <= STALE_AFTER_SECONDS:
-                    yield message
-
-    return QueueManager
+# Live events waiting for the publishing thread; the oldest are dropped beyond this (a
+# broker that is away for long loses courtesy events, never work).
+MAX_PENDING = 10_000
 
 
 class _Publisher:
-    """A lazily built write-only manager, serialized unless it says it is thread-safe:
-    kombu connections are not, and the worker runs many delivery threads."""
+    """One background thread per process emits every live event through the manager.
+
+    A delivery thread only appends to a queue, so it never waits on the broker, and the
+    manager (kombu connections are not thread-safe) is only ever used by one thread.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._pending: deque[tuple[str, dict, list[str]]] = deque(maxlen=MAX_PENDING)
+        self._ready = threading.Condition(self._lock)
         self._manager: Any = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._busy = False
 
     def emit(self, event: str, data: dict, rooms: list[str]) -> None:
-        manager = self._manager or self._build()
-        if getattr(manager, "thread_safe", False):
-            manager.emit(event, data, namespace="/", room=rooms)
-            return
         with self._lock:
-            manager.emit(event, data, namespace="/", room=rooms)
+            if self._pid != os.getpid():  # a forked child has no thread and no connection
+                self._pid, self._manager, self._thread = os.getpid(), None, None
+                self._pending.clear()
+            self._pending.append((event, data, rooms))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="live-events", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush, CONNECT_TIMEOUT_SECONDS)  # a normal exit sends them
+            self._ready.notify()
 
-    def _build(self) -> Any:
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._busy = False
+                    self._ready.notify_all()
+                    self._ready.wait()
+                event, data, rooms = self._pending.popleft()
+                self._busy = True
+            try:
+                self._send(event, data, rooms)
+            except Exception as exc:  # noqa: BLE001 - a live event never breaks anything
+                log.warning("live event %s not published: %s", event, exc)
+
+    def _send(self, event: str, data: dict, rooms: list[str]) -> None:
+        if self._manager is None:
+            settings = get_settings()
+            self._manager = make_relay(settings) or make_client_manager(settings, write_only=True)
+        self._manager.emit(event, data, namespace="/", room=rooms)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued event was handed to the broker; False on timeout."""
         with self._lock:
-            if self._manager is None:
-                self._manager = make_client_manager(get_settings(), write_only=True)
-            return self._manager
+            return self._ready.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def reset(self) -> None:
         with self._lock:
@@ -190,12 +264,17 @@ _publisher = _Publisher()
 
 
 def reset() -> None:
-    """Forget the publisher (tests, and after a fork)."""
+    """Forget the publisher's manager (tests that change the settings)."""
     _publisher.reset()
 
 
+def flush(timeout: float = CONNECT_TIMEOUT_SECONDS * 2) -> bool:
+    """Send the live events this process queued now (tests, and at exit)."""
+    return _publisher.flush(timeout)
+
+
 def publish(event: str, data: dict, *, rooms: list[str]) -> bool:
-    """Send one live event to the given rooms on every api process; False if it failed."""
+    """Queue one live event for the given rooms on every api process; False if it failed."""
     try:
         _publisher.emit(event, data, rooms)
     except Exception as exc:  # noqa: BLE001 - a live event never breaks its caller

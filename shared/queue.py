@@ -1,8 +1,10 @@
 """Handing work to the broker without importing Celery into the services.
 
-The worker package installs the real sender (Celery's ``send_task``) when the
-api or the worker starts. A failed enqueue is logged, never raised: the row is
-already committed, and beat's sweep finds work whose task never arrived.
+The real sender (Celery's message API) is installed explicitly at start, by the
+api's app factory, the worker's and beat's start signals and the CLI
+(``webhooks_worker.celery_app.install_sender``); importing a module installs
+nothing. A failed enqueue is logged, never raised: the row is already committed,
+and beat's sweep finds work whose task never arrived.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ import redis  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
-from shared import courier  # noqa: E402
+from shared import courier, notify  # noqa: E402
 from shared import db as shared_db  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
@@ -120,6 +120,7 @@ def clean(database: str, redis_client: redis.Redis) -> Iterator[None]:
             time.sleep(0.2)
     # Counters and live events this process gathered go out before the broker is emptied,
     # not into the next test's (shared.courier sends them every 50 ms).
+    notify.flush()
     courier.flush_all()
     redis_client.flushdb()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
@@ -85,6 +86,8 @@ def create_app(config: dict | None = None) -> Flask:
     from shared.logs import configure_logging
 
     configure_logging(settings.log_format, process="api")
+    # The Celery app first: tracing loads its task modules (webhooks_worker.observability).
+    from webhooks_worker.celery_app import install_sender
     from webhooks_worker.observability import start_tracing
 
     start_tracing("api")
@@ -155,6 +158,8 @@ def create_app(config: dict | None = None) -> Flask:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
+    app.extensions[JSON_BODY_ROUTES] = routes_reading_a_json_body(app, api)
+
     # Credentials first: a caller without them gets 401, not a 400 about its body (docs/api.md §3).
     app.before_request(authenticate_request)
     app.before_request(_limit_and_parse_body)
@@ -162,7 +167,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.teardown_request(_close_session)
     _register_error_handlers(app)
     # The worker's sender, so that the api can enqueue after its commits.
-    import webhooks_worker.celery_app  # noqa: F401
+    install_sender()
 
     from .realtime import init_realtime
 
@@ -250,12 +255,33 @@ def _limit_and_parse_body() -> Response | None:
     return None
 
 
+# Where create_app keeps routes_reading_a_json_body's answer.
+JSON_BODY_ROUTES = "webhooks.json_body_routes"
+# A Flask rule's variables (``<int:id>``) as the OpenAPI document writes them (``{id}``).
+_RULE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def routes_reading_a_json_body(app: Flask, api: Api) -> frozenset[tuple[str, str]]:
+    """(endpoint, METHOD) of every route whose documented operation takes a JSON body.
+
+    Read from the OpenAPI document flask-smorest builds from each view's
+    ``@blp.arguments`` and ``@blp.doc``, so the rule has one source: what the docs promise.
+    """
+    paths = api.spec.to_dict().get("paths", {})
+    found = set()
+    for rule in app.url_map.iter_rules():
+        operations = paths.get(_RULE_VARIABLE.sub(r"{\1}", rule.rule), {})
+        for method, operation in operations.items():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if body and "application/json" in body.get("content", {}):
+                found.add((rule.endpoint, method.upper()))
+    return frozenset(found)
+
+
 def _reads_a_body() -> bool:
-    """Whether the matched view declares a JSON body schema (flask-smorest's arguments)."""
-    view = current_app.view_functions.get(request.url_rule.endpoint)
-    handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
-    declared = getattr(handler, "_apidoc", {}).get("arguments", {}).get("parameters", [])
-    return any(parameter.get("location", "json") == "json" for parameter in declared)
+    """Whether the matched route's documented operation takes a JSON body."""
+    routes = current_app.extensions.get(JSON_BODY_ROUTES, frozenset())
+    return (request.url_rule.endpoint, request.method) in routes
 
 
 def _more_body_left() -> bool:

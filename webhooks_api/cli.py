@@ -47,8 +47,10 @@ def _configure_logging(log_format: str) -> None:
 
 
 def _broker() -> None:
-    """Load the Celery app, which installs the sender that enqueues after commits."""
-    import webhooks_worker.celery_app  # noqa: F401
+    """Install the Celery app's sender, so that the command's work is enqueued after commits."""
+    from webhooks_worker.celery_app import install_sender
+
+    install_sender()
 
 
 @contextlib.contextmanager

@@ -180,10 +180,23 @@ def init_realtime(app: Flask) -> SocketIO:
     )
 
     sessions = SocketSessions(socketio)
+    relay = notify.make_relay(settings)
+    relay_lock = threading.Lock()
+    relay_started: list[bool] = []
+
+    def _deliver(event: str, data: dict, rooms: object, namespace: str) -> None:
+        socketio.emit(event, data, to=rooms, namespace=namespace)
 
     @socketio.on("connect")
     def _connect(auth: object = None) -> None:
         principal = authenticate_socket(auth)
+        if relay is not None:
+            with relay_lock:
+                if not relay_started:
+                    # In the process that serves the sockets (after gunicorn's fork), as
+                    # python-socketio starts a client manager's listener.
+                    relay_started.append(True)
+                    socketio.start_background_task(relay.run, _deliver)
         for room in notify.rooms_for_principal(
             organization_id=principal.organization_id,
             user_id=principal.user_id,

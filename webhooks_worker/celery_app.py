@@ -191,7 +191,24 @@ def _send_many(name: str, args_list) -> None:
 
 
 _send.many = _send_many  # type: ignore[attr-defined]  (shared.queue.enqueue_many)
-queue.configure(_send)
+
+
+def install_sender() -> None:
+    """Make ``shared.queue`` put tasks on this app's broker (api, worker, beat and CLI call it).
+
+    Called at start, never as a side effect of importing this module: whatever only
+    imports the tasks (a test, a script, a tool reading the settings) leaves the broker
+    alone until it asks for it.
+    """
+    queue.configure(_send)
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _install_sender(**_kwargs) -> None:
+    # Before the first task or the first schedule runs: tasks enqueue follow-up work
+    # (first tries, retries, the sweep's overdue tries).
+    install_sender()
 
 
 def broker_eviction_warning(broker_url: str) -> str | None:

@@ -76,9 +76,11 @@ def start_tracing(role: str) -> bool:
     """
     if not tracing.configure(role):
         return False
-    from .celery_app import app
+    # The process's Celery app (ours, once webhooks_worker.celery_app made it), not an
+    # import of that module: it imports this one for its signal handlers.
+    from celery import current_app
 
-    app.loader.import_default_modules()
+    current_app.loader.import_default_modules()
     return True
 
 

@@ -7,8 +7,9 @@ fan-out task for the rest (``fan_out``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,8 +22,27 @@ from ..models import Delivery, Endpoint, Message, new_id, utcnow
 from ..queue import Task, enqueue_many_after_commit
 from . import ingest_statements
 
-if TYPE_CHECKING:
-    from .ingest import StoredMessage
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as just written: the columns of ``Message``, without an ORM object.
+
+    Building ORM instances for rows the request only answers with is a noticeable part of
+    a single event's ingest, for objects no session ever needs.
+    """
+
+    id: str
+    organization_id: str
+    event_type: str
+    event_id: str | None
+    payload: dict
+    timestamp: str
+    custom: bool
+    test: bool
+    target_endpoint_id: str | None
+    fanned_out_at: datetime | None
+    created_at: datetime
+    trace_parent: str | None = None
 
 
 class EndpointTarget(NamedTuple):

@@ -24,7 +24,13 @@ from ..queue import Task, enqueue_after_commit, enqueue_many
 from . import ingest_statements
 from .auth import Principal
 from .endpoints import get_endpoint
-from .fanout import EndpointTarget, create_deliveries, endpoint_targets, insert_skipping_conflicts
+from .fanout import (
+    EndpointTarget,
+    StoredMessage,
+    create_deliveries,
+    endpoint_targets,
+    insert_skipping_conflicts,
+)
 
 MAX_BATCH = 1000
 EVENT_ID_MAX = 256
@@ -36,28 +42,6 @@ EVENT_ID_MAX = 256
 # with no endpoints, or few, costs no task either.
 INLINE_FANOUT_ENDPOINTS = 50
 INLINE_FANOUT_DELIVERIES = 500
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as just written: the columns of ``Message``, without an ORM object.
-
-    Building ORM instances for rows the request only answers with is a noticeable part of
-    a single event's ingest, for objects no session ever needs.
-    """
-
-    id: str
-    organization_id: str
-    event_type: str
-    event_id: str | None
-    payload: dict
-    timestamp: str
-    custom: bool
-    test: bool
-    target_endpoint_id: str | None
-    fanned_out_at: datetime | None
-    created_at: datetime
-    trace_parent: str | None = None
 
 
 @dataclass

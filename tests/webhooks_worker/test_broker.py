@@ -201,29 +201,12 @@ def test_a_batched_publish_delivers_every_message(connection, queue, redis_clien
     assert redis_client.hlen("unacked") == 0
 
 
-def _command_calls(client: redis.Redis, command: str) -> int:
-    return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
-
-
 def _publish_numbers(connection: Connection, queue: Queue, total: int) -> None:
     with connection.Producer() as producer, producer.batch(max_size=500):
         for n in range(total):
             producer.publish(
                 {"n": n}, exchange=queue.exchange, routing_key="broker-test", serializer="json"
             )
-
-
-def test_waiting_tasks_are_taken_several_per_round_trip_in_order(connection, queue, redis_client):
-    total = 160
-    _publish_numbers(connection, queue, total)
-    before = {cmd: _command_calls(redis_client, cmd) for cmd in ("blmpop", "brpop")}
-    bodies = _consume(connection, queue, total)
-    assert [body["n"] for body in bodies] == list(range(total))  # oldest first, each once
-    assert redis_client.llen("broker-test") == 0
-    # Up to MAX_BATCH per BLMPOP: 160 tasks in about ten round trips, not 160.
-    reads = {cmd: _command_calls(redis_client, cmd) - n for cmd, n in before.items()}
-    assert 0 < reads["blmpop"] <= total // broker.MAX_BATCH + 2
-    assert reads["brpop"] <= 2
 
 
 def test_a_read_never_takes_more_than_the_prefetch_limit_leaves_room_for(

@@ -68,10 +68,12 @@ class IsoDateTime(fields.String):
         kwargs.setdefault("metadata", {}).update({"format": "date-time"})
         super().__init__(**kwargs)
 
+    # marshmallow's documented hook for a custom field's input.
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
-        text = super()._deserialize(value, attr, data, **kwargs)
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
         try:
-            return parse_timestamp(text, attr or "value")
+            return parse_timestamp(value, attr or "value")
         except Invalid as exc:
             raise ValidationError("must be an ISO 8601 date-time") from exc
         except OverflowError:
