@@ -91,7 +91,7 @@ def up(host: str, port: int, concurrency: int | None, processes: int | None) -> 
     """Run api, worker and beat together (SQLite and an embedded broker when unconfigured)."""
     from shared.migrate import upgrade
 
-    from .serving import busy_port_message, port_in_use
+    from ..serving import busy_port_message, port_in_use
 
     # Before anything starts: gunicorn alone would retry for 5 s and never name the port.
     if port_in_use(host, port):
