@@ -13,8 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("shared", "webhooks_api", "webhooks_worker")
 
-# Cycles that another change removes (the worker's thread pool reaches the tasks module
-# for its HTTP client); an entry here is a cycle still to break, not a design.
+# An entry here would be a cycle still to break, not a design.
 KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
