@@ -95,6 +95,9 @@ class ElasticExecutor:
         self._started = 0
         self._shutdown = False
         self._watcher: threading.Thread | None = None
+        # The watcher is looking every WATCH_EVERY seconds already (tasks are waiting):
+        # a submit need not wake it, which under a steady backlog would be every submit.
+        self._watching = False
 
     @property
     def threads(self) -> int:
@@ -126,7 +129,8 @@ class ElasticExecutor:
                     self._start_thread()
                 else:
                     self._ensure_watcher()
-                    self._backlog.notify()
+                    if not self._watching:
+                        self._backlog.notify()
             self._work.notify()
         return task.future
 
@@ -205,9 +209,11 @@ class ElasticExecutor:
         with self._lock:
             while not self._shutdown:
                 if len(self._queue) > self._idle:
+                    self._watching = True
                     self._grow()
                     self._backlog.wait(WATCH_EVERY)
                 else:
+                    self._watching = False
                     self._backlog.wait()
 
 

@@ -21,7 +21,7 @@ from ...models import Attempt, ManualRequest, Trigger, new_id, utcnow
 from ...queue import Task, enqueue
 from ...transitions import Decision, DeliveryState, Skip, decide_attempt
 from .claims import LEASES, Claimed, claim_scheduled_try, claimed_try, load
-from .records import Written, postgres_engine, writer_for
+from .records import Written, attempt_values, postgres_engine, writer_for
 
 log = logging.getLogger(__name__)
 
@@ -164,25 +164,9 @@ def record_attempt(
 
 
 def _outcome(claimed: Claimed, decision: Decision, attempt_id: str) -> Outcome:
-    fields = decision.attempt
     return Outcome(
         claimed.delivery_id,
-        attempt=AttemptRecord(
-            id=attempt_id,
-            delivery_id=claimed.delivery_id,
-            endpoint_id=claimed.endpoint_id,
-            message_id=claimed.message_id,
-            organization_id=claimed.organization_id,
-            url=claimed.url,
-            status=fields.status.value,
-            status_code=fields.status_code,
-            duration_ms=fields.duration_ms,
-            trigger=fields.trigger.value,
-            try_number=fields.try_number,
-            response_body=fields.response_body,
-            error=fields.error,
-            created_at=fields.created_at,
-        ),
+        attempt=AttemptRecord(**attempt_values(claimed, decision, attempt_id)),
         final=decision.final,
         delivery_status=decision.status.value,
         next_try=decision.next_try,
