@@ -11,8 +11,11 @@ README_LIMIT_BYTES = 15_000
 SKIPPED_DIRS = {"__pycache__", "build", "dist", "bench-results", "node_modules", "artifacts"}
 # Written in two parts so that this file does not name what it looks for.
 OUTSIDE_REFERENCES = ("SPEC" + ".md", ".." + "/shared")
-# "SPEC 5", "SPEC §6.2": section numbers of a contract file a reader of the docs does not have.
-SPEC_SECTION = re.compile(r"\bSPEC\s*§?\s*\d")
+# A section number of a contract file a reader of the repository does not have (the word,
+# then a number or a section sign): built in parts, like the needles above.
+SPEC_SECTION = re.compile(r"\b" + "SP" + r"EC\s*§?\s*\d")
+# Every kind of file the project writes text in: docs, code, the dashboard's assets.
+TEXT_SUFFIXES = (".md", ".py", ".js", ".html", ".css", ".toml", ".yml", ".ini")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
@@ -54,20 +57,20 @@ def test_the_readme_is_at_most_15000_bytes():
     assert size <= README_LIMIT_BYTES, f"README.md is {size} bytes"
 
 
-def test_no_markdown_or_python_file_refers_to_a_contract_outside_the_repository():
+def test_no_file_refers_to_a_contract_outside_the_repository():
     offenders = [
         f"{path.relative_to(ROOT)}: {needle}"
-        for path in project_files(".md", ".py")
+        for path in project_files(*TEXT_SUFFIXES)
         for needle in OUTSIDE_REFERENCES
         if needle in path.read_text(errors="replace")
     ]
     assert offenders == []
 
 
-def test_no_page_of_the_documentation_cites_sections_of_a_contract_it_does_not_ship():
+def test_no_file_cites_sections_of_a_contract_the_repository_does_not_ship():
     offenders = [
         f"{path.relative_to(ROOT)}: {match.group(0)}"
-        for path in project_files(".md")
+        for path in project_files(*TEXT_SUFFIXES)
         for match in SPEC_SECTION.finditer(path.read_text())
     ]
     assert offenders == []

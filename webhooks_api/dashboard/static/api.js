@@ -1,4 +1,4 @@
-// The dashboard's calls to the organization service (/api/webhooks, SPEC 6.2).
+// The dashboard's calls to the organization service (/api/webhooks, docs/api.md §6.2).
 
 export class ApiError extends Error {
   constructor(status, message) {

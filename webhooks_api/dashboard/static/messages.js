@@ -321,7 +321,7 @@ export class MessageDialog {
           "td",
           { "data-label": "Attempts" },
           `${delivery.attemptNumber ?? 0} made`,
-          // Manual and test attempts come on top of the automatic ones (SPEC 5).
+          // Manual and test attempts come on top of the automatic ones (docs/api.md §5).
           h("span", { class: "sub" }, `up to ${delivery.maxAttempts ?? "?"} automatic`),
           delivery.status === "pending" && delivery.nextRetryAt
             ? h("span", { class: "sub" }, "next ", timeEl(delivery.nextRetryAt))
