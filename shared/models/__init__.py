@@ -2,7 +2,7 @@
 
 from .base import Base, new_id, utcnow
 from .endpoints import Endpoint
-from .enums import AttemptStatus, DeliveryStatus, PayloadFormat, Scope, Trigger
+from .enums import AttemptStatus, DeliveryStatus, Ordering, PayloadFormat, Scope, Trigger
 from .messages import Attempt, Delivery, ManualRequest, Message
 from .organizations import (
     ApiKey,
@@ -26,6 +26,7 @@ __all__ = [
     "Organization",
     "OrganizationInitialization",
     "PayloadFormat",
+    "Ordering",
     "Scope",
     "Trigger",
     "User",

@@ -45,6 +45,23 @@ class Endpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Endpoints are soft-deleted so that their deliveries and attempts stay on record.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Why the service deleted it by itself ("resource ended", "expired"); null otherwise.
+    deleted_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The options of docs/api.md §11 (migration 0006).
+    # Custom headers: one Fernet token of a JSON object, since values often carry a
+    # receiver's credentials.
+    headers_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Payload filter as given; null for none.
+    filter: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    # Server default only: rows written by code older than migration 0006 get it too.
+    ordering: Mapped[str] = mapped_column(String(16), server_default="none")
+    # Attempts per second; null for no limit.
+    rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The one resource (an event's id) the endpoint is bound to; null for none.
+    resource_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When endpoint.failing was reported for the current failing streak (once per streak).
+    failing_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_endpoints_org_live", "organization_id", "created_at"),
@@ -57,6 +74,19 @@ class Endpoint(Base):
             unique=True,
             postgresql_where=text("deleted_at IS NULL AND category IS NOT NULL"),
             sqlite_where=text("deleted_at IS NULL AND category IS NOT NULL"),
+        ),
+        Index(
+            "ix_endpoints_expiring",
+            "expires_at",
+            postgresql_where=text("deleted_at IS NULL AND expires_at IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NULL AND expires_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_endpoints_org_resource",
+            "organization_id",
+            "resource_id",
+            postgresql_where=text("deleted_at IS NULL AND resource_id IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NULL AND resource_id IS NOT NULL"),
         ),
     )
 

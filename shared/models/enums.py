@@ -46,3 +46,10 @@ class Scope(StrEnum):
 
     USER = "user"
     ACCOUNT = "account"
+
+
+class Ordering(StrEnum):
+    """Whether an endpoint gets each resource's deliveries one after another, in order."""
+
+    NONE = "none"
+    RESOURCE = "resource"
