@@ -383,7 +383,10 @@ class DeliveryClient:
                 url = parse_url(url).url
             except LocationParseError as exc:
                 return AttemptResult(None, None, f"invalid URL: {exc}", 0)
-        request_headers = [f"{name}: {value}" for name, value in headers.items()]
+        # libcurl drops a "Name:" line with no value; "Name;" is how it sends an empty one.
+        request_headers = [
+            f"{name}: {value}" if value else f"{name};" for name, value in headers.items()
+        ]
         if not any(name.lower() == "user-agent" for name in headers):
             request_headers.append(self._user_agent)
         # No 100-continue round trip, no compressed answers asked for, no Accept: */*.

@@ -24,6 +24,7 @@ from marshmallow import Schema, fields
 
 from .models.enums import AttemptStatus, DeliveryStatus, Trigger
 from .payloads import format_timestamp
+from .services.endpoint_headers import masked_headers
 
 ENDPOINT_STATUSES = ("active", "disabled")
 DELIVERY_STATUSES = tuple(DeliveryStatus)
@@ -40,6 +41,31 @@ class Timestamp(fields.Field):
 
     def _serialize(self, value: datetime | None, attr, obj, **kwargs):
         return None if value is None else format_timestamp(value)
+
+
+class MaskedHeaders(fields.Field):
+    """An endpoint's custom headers as reads show them, sensitive values masked.
+
+    Reads the stored token (``headers_encrypted``); ``{}`` when the endpoint has none.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("metadata", {}).update(
+            {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": (
+                    "Custom headers sent with every attempt (docs/api.md §11.1): every "
+                    "name, with the values of authorization, cookie and of names "
+                    'containing token, secret, key or password shown as "********". '
+                    "{} when there are none."
+                ),
+            }
+        )
+        super().__init__(dump_only=True, **kwargs)
+
+    def _serialize(self, value: str | None, attr, obj, **kwargs) -> dict[str, str]:
+        return masked_headers(value)
 
 
 def through(schema: type[Schema], path: str) -> type[Schema]:
@@ -72,6 +98,7 @@ class EndpointSchema(Schema):
     maxRetries = fields.Integer(attribute="max_retries")
     scope = fields.String()
     category = fields.String(allow_none=True)
+    headers = MaskedHeaders(attribute="headers_encrypted")
     createdAt = Timestamp(attribute="created_at")
     updatedAt = Timestamp(attribute="updated_at")
 

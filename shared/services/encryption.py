@@ -1,8 +1,9 @@
 """Re-encrypting stored secrets with the first key of ``WEBHOOKS_ENCRYPTION_KEY``.
 
-The only secrets kept encrypted are the endpoints' signing secrets: the current one
+The secrets kept encrypted are the endpoints' signing secrets, the current one
 (``secret_encrypted``) and every rotated-out one still signing (the Fernet tokens inside
-``previous_secret_encrypted``). Deleted endpoints keep theirs too, and are re-encrypted
+``previous_secret_encrypted``), and their custom headers (``headers_encrypted``, one
+token, docs/api.md §11.1). Deleted endpoints keep theirs too, and are re-encrypted
 like the others, so that no row is left that only a dropped key could read.
 
 The work goes by endpoint id, one batch per transaction with its rows locked (an
@@ -74,6 +75,11 @@ def reencrypt_endpoint(endpoint: Endpoint) -> bool:
                 rewritten = True
         if rewritten:
             endpoint.previous_secret_encrypted = json.dumps(entries)
+            changed = True
+    if endpoint.headers_encrypted:
+        headers = _current(endpoint.headers_encrypted, endpoint.id)
+        if headers != endpoint.headers_encrypted:
+            endpoint.headers_encrypted = headers
             changed = True
     return changed
 

@@ -16,6 +16,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
 from ..payloads import format_timestamp
 from ..targets import validate_target_url
+from . import endpoint_headers
 from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
@@ -217,6 +218,7 @@ def create_endpoint(
     timeout_seconds: int = 30,
     max_retries: int = 3,
     category: str | None = None,
+    headers: object = None,
 ) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
@@ -246,6 +248,7 @@ def create_endpoint(
         max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
         category=category,
         secret_encrypted=encrypt(secret),
+        headers_encrypted=endpoint_headers.encrypted_headers(headers),
         created_at=now,
         updated_at=now,
     )
@@ -266,6 +269,7 @@ UPDATABLE = (
     "max_retries",
     "scope",
     "payload_format",
+    "headers",
 )
 
 
@@ -316,6 +320,10 @@ def update_endpoint(
         if changes["payload_format"] not in PAYLOAD_FORMATS:
             raise Invalid(f"payload format must be one of {', '.join(PAYLOAD_FORMATS)}")
         values["payload_format"] = changes["payload_format"]
+    if "headers" in changes:
+        values["headers_encrypted"] = endpoint_headers.encrypted_headers(
+            changes["headers"], stored=endpoint_headers.stored_headers(endpoint.headers_encrypted)
+        )
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id

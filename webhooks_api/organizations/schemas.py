@@ -19,6 +19,8 @@ from shared.schemas import (
 from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
 from shared.services.ingest import EVENT_ID_MAX, parse_timestamp
 
+from ..fields import HeadersInput
+
 # Bounds on free text and ids; the services check the same limits and say so in words.
 NAME_MAX = 200
 DESCRIPTION_MAX = 2000
@@ -88,6 +90,7 @@ class EndpointCreateSchema(Schema):
     eventTypes = fields.List(text_field(max_length=EVENT_TYPE_MAX), required=True)
     description = text_field(allow_none=True, max_length=DESCRIPTION_MAX)
     name = text_field(allow_none=True, max_length=NAME_MAX)
+    headers = HeadersInput()
 
 
 class EndpointUpdateSchema(Schema):
@@ -99,6 +102,7 @@ class EndpointUpdateSchema(Schema):
     payloadFormat = fields.String(validate=validate.OneOf(PAYLOAD_FORMATS))
     timeoutSeconds = fields.Integer(strict=True, validate=validate.Range(*TIMEOUT_RANGE))
     maxRetries = fields.Integer(strict=True, validate=validate.Range(*RETRIES_RANGE))
+    headers = HeadersInput()
 
 
 class RecoverSchema(Schema):

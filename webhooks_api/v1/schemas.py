@@ -6,9 +6,10 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, missing
 
-from shared.schemas import Timestamp
+from shared.schemas import MaskedHeaders, Timestamp
 
 from ..context import current_principal
+from ..fields import HeadersInput
 
 
 class V1EndpointCreateSchema(Schema):
@@ -18,6 +19,7 @@ class V1EndpointCreateSchema(Schema):
     scope = fields.String()
     timeout_seconds = fields.Integer(strict=True)
     max_retries = fields.Integer(strict=True)
+    headers = HeadersInput()
 
 
 class V1EndpointUpdateSchema(Schema):
@@ -29,6 +31,7 @@ class V1EndpointUpdateSchema(Schema):
     max_retries = fields.Integer(strict=True)
     scope = fields.String()
     payload_format = fields.String()
+    headers = HeadersInput()
 
 
 class V1ListArgsSchema(Schema):
@@ -76,6 +79,7 @@ class V1EndpointSchema(Schema):
     max_retries = fields.Integer(attribute="endpoint.max_retries")
     scope = fields.String(attribute="endpoint.scope")
     payload_format = fields.String(attribute="endpoint.payload_format")
+    headers = MaskedHeaders(attribute="endpoint.headers_encrypted")
     total_deliveries = fields.Integer(attribute="stats.total")
     successful_deliveries = fields.Integer(attribute="stats.successful")
     failed_deliveries = fields.Integer(attribute="stats.failed")

@@ -127,6 +127,7 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("endpoint", _E.c.secret_encrypted),
     ("endpoint", _E.c.previous_secret_encrypted),
     ("endpoint", _E.c.previous_secret_expires_at),
+    ("endpoint", _E.c.headers_encrypted),
     ("endpoint", _E.c.failing_since),
     ("endpoint", _E.c.scope),
     ("endpoint", _E.c.user_id),

@@ -9,6 +9,7 @@ from typing import Any
 
 from ... import payloads
 from ...signing import webhook_headers
+from ..endpoint_headers import with_custom_headers
 from ..endpoints import signing_secrets
 
 
@@ -51,4 +52,7 @@ def build_request(endpoint: Any, message: Any, delivery: Any) -> SignedRequest:
         body=body,
         user_agent=user_agent(),
     )
+    # docs/api.md §11.1: the endpoint's custom headers go with every attempt; none of them
+    # can have a name the service sends, and the service's are merged last all the same.
+    headers = with_custom_headers(endpoint.headers_encrypted, headers)
     return SignedRequest(body=body, headers=headers)

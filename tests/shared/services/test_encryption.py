@@ -18,10 +18,12 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 
 from shared.config import get_settings
+from shared.crypto import reencrypt
 from shared.db import get_sessionmaker, session_scope
 from shared.errors import Invalid
 from shared.models import Endpoint
 from shared.services import encryption
+from shared.services.endpoint_headers import stored_headers
 from shared.signing import verify
 from tests.conftest import ENCRYPTION_KEY, PLATFORM, TEST_ENV
 from tests.support.scenario import create_endpoint, create_org, stopped_event
@@ -104,6 +106,33 @@ def test_rotation_moves_current_and_previous_secrets_to_the_new_key(client, org,
     assert {k: sorted(v) for k, v in _signing_secrets().items()} == {
         k: sorted(v) for k, v in made.items()
     }
+
+
+def test_rotation_moves_custom_headers_to_the_new_key(client, org, keys):
+    headers = {"Authorization": "Bearer rotate-me", "X-Tenant": "acme"}
+    resp = client.post(
+        "/v1/webhooks",
+        json={
+            "url": "https://example.com/h",
+            "event_types": ["sandbox.stopped"],
+            "headers": headers,
+        },
+        headers=org.headers,
+    )
+    assert resp.status_code == 201, resp.json
+    endpoint_id = resp.json["data"]["endpoint_id"]
+    keys(NEW_KEY, ENCRYPTION_KEY)
+    # Only the headers left under the old key: the run still finds them.
+    with session_scope() as session:
+        endpoint = session.get(Endpoint, endpoint_id)
+        endpoint.secret_encrypted = reencrypt(endpoint.secret_encrypted)
+    batches = list(encryption.reencrypt_in_batches(get_sessionmaker()))
+    assert sum(b.reencrypted for b in batches) == 1
+    with session_scope() as session:
+        token = session.get(Endpoint, endpoint_id).headers_encrypted
+    assert _readable_with(NEW_KEY, [token])
+    keys(NEW_KEY)
+    assert stored_headers(token) == headers
 
 
 def test_an_interrupted_rotation_run_again_finishes_only_what_is_left(client, org, keys):
