@@ -2,9 +2,11 @@
 
 A representative run on a private stack (api and worker processes, their logs kept):
 organizations, users, endpoints on every face, rotations, deliveries that succeed and
-fail, tests, resends, sends, and requests with wrong credentials. Then the whole
-database, both logs and the answer of every GET route (from /openapi.json, so routes
-added later are scanned too) are searched for every secret of the run.
+fail, tests, resends, sends, and requests with wrong credentials, and endpoints with
+custom headers carrying credentials. Then the whole database, both logs and the answer of
+every GET route (from /openapi.json, so routes added later are scanned too) are searched
+for every secret of the run; the custom headers' values are searched for in the database
+and the logs, and those reads mask (docs/api.md §11.1) in every answer too.
 """
 
 from __future__ import annotations
@@ -54,11 +56,20 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
         algorithm="HS256",
     )
     secrets: dict[str, str] = {}
+    # Custom header values: the masked ones must appear nowhere; the one reads show in
+    # clear must still not be stored or logged in clear.
+    masked_values = {"Authorization": "Bearer hdr-cred-7f3a", "X-Api-Key": "hdr-key-91c2"}
+    clear_values = {"X-Tenant": "hdr-tenant-55d0"}
 
-    def v1_endpoint(key: str, path: str) -> str:
+    def v1_endpoint(key: str, path: str, **extra) -> str:
         resp = api.post(
             "/v1/webhooks",
-            json={"url": receiver.url + path, "event_types": ["sandbox.stopped"], "max_retries": 0},
+            json={
+                "url": receiver.url + path,
+                "event_types": ["sandbox.stopped"],
+                "max_retries": 0,
+                **extra,
+            },
             headers={"X-API-Key": key},
         )
         assert resp.status_code == 201, resp.text
@@ -66,7 +77,7 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
         secrets[f"v1{path}"] = data["secret"]
         return data["endpoint_id"]
 
-    v1_root = v1_endpoint(root.key, "/root")
+    v1_root = v1_endpoint(root.key, "/root", headers={**masked_values, **clear_values})
     v1_endpoint(users["member"], "/member")
     resp = api.post(f"/v1/webhooks/{v1_root}/rotate-secret", headers=root.headers)
     secrets["v1 rotated"] = resp.json()["data"]["secret"]
@@ -81,6 +92,18 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
     secrets["daytona"] = daytona["secret"]
     resp = api.post(f"{org_path}/endpoints/{daytona['id']}/rotate-secret", headers=root.headers)
     secrets["daytona rotated"] = resp.json()["secret"]
+    # An edit that keeps the masked values as read, and sets the other face's endpoint's.
+    shown = api.get(f"/v1/webhooks/{v1_root}", headers=root.headers).json()["data"]["headers"]
+    assert shown["Authorization"] == "********" and shown["X-Tenant"] == clear_values["X-Tenant"]
+    resp = api.put(f"/v1/webhooks/{v1_root}", json={"headers": shown}, headers=root.headers)
+    assert resp.status_code == 200, resp.text
+    resp = api.request(
+        "PATCH",
+        f"{org_path}/endpoints/{daytona['id']}",
+        json={"headers": {"Authorization": masked_values["Authorization"]}},
+        headers=root.headers,
+    )
+    assert resp.status_code == 200, resp.text
     resp = api.post(
         "/events/webhooks/sandboxes",
         json={"url": receiver.url + "/e2b", "events": ["create", "kill"]},
@@ -117,6 +140,13 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
     assert api.get("/api/webhooks/initialization-stats", headers=root.headers).status_code == 403
     wait_until(lambda: len(receiver.requests) >= 7, timeout=30)
     time.sleep(1)
+    # The receivers did get the headers in clear, on every attempt to that endpoint.
+    to_root = [r for r in receiver.requests if r.path == "/root"]
+    assert to_root and all(
+        r.headers["authorization"] == masked_values["Authorization"]
+        and r.headers["x-tenant"] == clear_values["X-Tenant"]
+        for r in to_root
+    )
 
     needles = {
         **{f"{name} secret": form for name, s in secrets.items() for form in _secret_forms(s)},
@@ -127,10 +157,13 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
         "jwt secret": JWT_SECRET,
         "jwt": token,
         "encryption key": ENCRYPTION_KEY,
+        **{f"{name} header": value for name, value in masked_values.items()},
     }
+    stored_only = {f"{name} header": value for name, value in clear_values.items()}
 
-    def leaks(where: str, haystack: str) -> list[tuple[str, str]]:
-        return [(where, name) for name, needle in needles.items() if needle in haystack]
+    def leaks(where: str, haystack: str, extra: dict[str, str] | None = None) -> list:
+        searched = {**needles, **(extra or {})}
+        return [(where, name) for name, needle in searched.items() if needle in haystack]
 
     found: list[tuple[str, str]] = []
     # 1. Every row of every table, as text.
@@ -140,10 +173,10 @@ def test_no_secret_in_the_database_the_logs_or_any_get_answer(stack, make_receiv
     with engine.connect() as conn:
         for table in tables:
             dump = "\n".join(r[0] for r in conn.execute(text(f'SELECT t::text FROM "{table}" t')))
-            found += leaks(f"table {table}", dump)
+            found += leaks(f"table {table}", dump, stored_only)
     # 2. The api's and the worker's logs.
     for service in stack.services:
-        found += leaks(f"{service.name} log", service.log_text())
+        found += leaks(f"{service.name} log", service.log_text(), stored_only)
     # 3. Every GET route, with every kind of credential (and none).
     ids = {
         "organizationId": root.id,

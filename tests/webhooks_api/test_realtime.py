@@ -339,3 +339,20 @@ def test_a_socket_whose_key_is_revoked_is_closed_and_the_others_stay(org, add_us
         )
     assert _closed_within(revoked, realtime.RECHECK_EVERY + 2 * realtime.EXPIRY_TICK + 5)
     assert kept.client.connected
+
+
+def test_endpoint_events_show_custom_headers_masked(client, org, receiver, listen):
+    socket = listen(auth={"apiKey": org.key}, transports=["websocket"])
+    headers = {"Authorization": "Bearer socket-cred", "X-Tenant": "acme"}
+    endpoint_id = _endpoint(client, org, receiver.url + "/hook", headers=headers)
+    resp = client.put(
+        f"/v1/webhooks/{endpoint_id}",
+        json={"headers": {"X-Session-Token": "t-1"}},
+        headers=org.headers,
+    )
+    assert resp.status_code == 200, resp.json
+    events = socket.wait_for(lambda n, d: d.get("endpoint", {}).get("id") == endpoint_id, 2)
+    assert [(name, data["endpoint"]["headers"]) for name, data in events] == [
+        ("endpoint.created", {"Authorization": "********", "X-Tenant": "acme"}),
+        ("endpoint.updated", {"X-Session-Token": "********"}),
+    ]
