@@ -1,6 +1,7 @@
 // The Endpoints tab: the list, one endpoint's details (overview, event history, testing),
 // and the add / edit / delete / rotate-secret actions.
 
+import { HeadersEditor, headersList } from "./headers.js";
 import { MessageList } from "./messages.js";
 import {
   badge,
@@ -77,6 +78,7 @@ export class EndpointsView {
       this.sendTest();
     });
     on($("test-event-type"), "change", () => this.showExample());
+    this.headersEditor = new HeadersEditor($("header-rows"), $("add-header"), signal);
   }
 
   /** Endpoints newest first. */
@@ -224,6 +226,7 @@ export class EndpointsView {
       ["Payload format", e.payloadFormat],
       ["Timeout", `${e.timeoutSeconds} s`],
       ["Retries", String(e.maxRetries)],
+      ["Custom headers", headersList(e.headers)],
       ["Scope", e.scope],
       ["Created", timeEl(e.createdAt)],
       ["Updated", timeEl(e.updatedAt)],
@@ -353,6 +356,7 @@ export class EndpointsView {
       $("endpoint-description").value = endpoint.description || "";
       $("endpoint-status").value = endpoint.status === "active" ? "active" : "disabled";
     }
+    this.headersEditor.load(endpoint ? endpoint.headers : {});
     openDialog($("endpoint-dialog"), $("endpoint-name"));
   }
 
@@ -431,6 +435,11 @@ export class EndpointsView {
       error.textContent = "Choose at least one event, or All events.";
       return;
     }
+    const { headers, error: headersError } = this.headersEditor.collect();
+    if (headersError) {
+      error.textContent = headersError;
+      return;
+    }
     const submit = $("endpoint-submit");
     submit.disabled = true;
     try {
@@ -441,6 +450,7 @@ export class EndpointsView {
           description: description || null,
           eventTypes,
           status: $("endpoint-status").value,
+          headers,
         });
         this.items.set(updated.id, updated);
         if (this.detailId === updated.id) {
@@ -453,6 +463,7 @@ export class EndpointsView {
         const body = { url, eventTypes };
         if (name) body.name = name;
         if (description) body.description = description;
+        if (Object.keys(headers).length) body.headers = headers;
         const created = await this.api.createEndpoint(body);
         const { secret, ...endpoint } = created;
         this.items.set(endpoint.id, endpoint);
