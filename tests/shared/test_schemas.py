@@ -64,12 +64,13 @@ def test_an_endpoint_renders_its_state_times_and_nulls_as_the_organization_servi
     shown = EndpointSchema().dump(_endpoint(is_active=False, disabled_reason="gone"))
     assert list(shown) == [
         "id", "name", "url", "description", "eventTypes", "status", "disabledReason",
-        "payloadFormat", "timeoutSeconds", "maxRetries", "scope", "category", "createdAt",
-        "updatedAt",
+        "payloadFormat", "timeoutSeconds", "maxRetries", "scope", "category", "headers",
+        "createdAt", "updatedAt",
     ]  # fmt: skip
     assert shown["status"] == "disabled"
     assert shown["disabledReason"] == "gone"
     assert shown["name"] is None and shown["category"] is None
+    assert shown["headers"] == {}
     assert shown["createdAt"] == "2025-12-19T10:30:00.123Z"
     assert EndpointSchema().dump(_endpoint())["status"] == "active"
 

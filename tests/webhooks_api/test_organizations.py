@@ -35,6 +35,7 @@ ENDPOINT_KEYS = {
     "maxRetries",
     "scope",
     "category",
+    "headers",
     "createdAt",
     "updatedAt",
 }
