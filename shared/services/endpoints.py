@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .. import events, notify
+from .. import events, filters, notify
 from ..config import get_settings
 from ..crypto import decrypt, encrypt, new_signing_secret
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -217,6 +217,7 @@ def create_endpoint(
     timeout_seconds: int = 30,
     max_retries: int = 3,
     category: str | None = None,
+    payload_filter: object = None,
 ) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
@@ -245,6 +246,7 @@ def create_endpoint(
         timeout_seconds=_check_range("timeout_seconds", timeout_seconds, *TIMEOUT_RANGE),
         max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
         category=category,
+        filter=filters.validate_filter(payload_filter),
         secret_encrypted=encrypt(secret),
         created_at=now,
         updated_at=now,
@@ -266,6 +268,7 @@ UPDATABLE = (
     "max_retries",
     "scope",
     "payload_format",
+    "filter",
 )
 
 
@@ -316,6 +319,8 @@ def update_endpoint(
         if changes["payload_format"] not in PAYLOAD_FORMATS:
             raise Invalid(f"payload format must be one of {', '.join(PAYLOAD_FORMATS)}")
         values["payload_format"] = changes["payload_format"]
+    if "filter" in changes:
+        values["filter"] = filters.validate_filter(changes["filter"])
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id

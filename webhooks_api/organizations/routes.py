@@ -71,6 +71,7 @@ _PATCH_FIELDS = {
     "payloadFormat": "payload_format",
     "timeoutSeconds": "timeout_seconds",
     "maxRetries": "max_retries",
+    "filter": "filter",
 }
 
 
@@ -131,6 +132,7 @@ class Endpoints(MethodView):
             scope="account",
             description=body.get("description"),
             name=body.get("name"),
+            payload_filter=body.get("filter"),
         )
 
 

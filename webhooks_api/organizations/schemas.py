@@ -14,6 +14,7 @@ from shared.schemas import (
     MessageDeliverySchema,
     MessageSchema,
     Timestamp,
+    filter_field,
     through,
 )
 from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
@@ -88,6 +89,7 @@ class EndpointCreateSchema(Schema):
     eventTypes = fields.List(text_field(max_length=EVENT_TYPE_MAX), required=True)
     description = text_field(allow_none=True, max_length=DESCRIPTION_MAX)
     name = text_field(allow_none=True, max_length=NAME_MAX)
+    filter = filter_field()
 
 
 class EndpointUpdateSchema(Schema):
@@ -99,6 +101,7 @@ class EndpointUpdateSchema(Schema):
     payloadFormat = fields.String(validate=validate.OneOf(PAYLOAD_FORMATS))
     timeoutSeconds = fields.Integer(strict=True, validate=validate.Range(*TIMEOUT_RANGE))
     maxRetries = fields.Integer(strict=True, validate=validate.Range(*RETRIES_RANGE))
+    filter = filter_field()
 
 
 class RecoverSchema(Schema):

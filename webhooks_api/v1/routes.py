@@ -104,6 +104,7 @@ class Webhooks(MethodView):
             description=body.get("description"),
             timeout_seconds=body.get("timeout_seconds", 30),
             max_retries=body.get("max_retries", 3),
+            payload_filter=body.get("filter"),
         )
         return _one(session, created.endpoint, created.secret)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, missing
 
-from shared.schemas import Timestamp
+from shared.schemas import Timestamp, filter_field
 
 from ..context import current_principal
 
@@ -18,6 +18,7 @@ class V1EndpointCreateSchema(Schema):
     scope = fields.String()
     timeout_seconds = fields.Integer(strict=True)
     max_retries = fields.Integer(strict=True)
+    filter = filter_field()
 
 
 class V1EndpointUpdateSchema(Schema):
@@ -29,6 +30,7 @@ class V1EndpointUpdateSchema(Schema):
     max_retries = fields.Integer(strict=True)
     scope = fields.String()
     payload_format = fields.String()
+    filter = filter_field()
 
 
 class V1ListArgsSchema(Schema):
@@ -76,6 +78,7 @@ class V1EndpointSchema(Schema):
     max_retries = fields.Integer(attribute="endpoint.max_retries")
     scope = fields.String(attribute="endpoint.scope")
     payload_format = fields.String(attribute="endpoint.payload_format")
+    filter = filter_field(attribute="endpoint.filter")
     total_deliveries = fields.Integer(attribute="stats.total")
     successful_deliveries = fields.Integer(attribute="stats.successful")
     failed_deliveries = fields.Integer(attribute="stats.failed")
