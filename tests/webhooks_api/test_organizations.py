@@ -35,6 +35,7 @@ ENDPOINT_KEYS = {
     "maxRetries",
     "scope",
     "category",
+    "filter",
     "createdAt",
     "updatedAt",
 }
