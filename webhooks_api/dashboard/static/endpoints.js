@@ -1,6 +1,7 @@
 // The Endpoints tab: the list, one endpoint's details (overview, event history, testing),
 // and the add / edit / delete / rotate-secret actions.
 
+import { filterText, isFilterError, readFilter } from "./filter.js";
 import { MessageList } from "./messages.js";
 import {
   badge,
@@ -224,6 +225,11 @@ export class EndpointsView {
       ["Payload format", e.payloadFormat],
       ["Timeout", `${e.timeoutSeconds} s`],
       ["Retries", String(e.maxRetries)],
+      [
+        "Payload filter",
+        e.filter ? h("pre", { class: "code" }, filterText(e.filter)) : h("span", { class: "muted" }, "None"),
+        "filter",
+      ],
       ["Scope", e.scope],
       ["Created", timeEl(e.createdAt)],
       ["Updated", timeEl(e.updatedAt)],
@@ -343,6 +349,7 @@ export class EndpointsView {
     const form = $("endpoint-form");
     form.reset();
     $("endpoint-form-error").textContent = "";
+    this.showFilterError("");
     $("endpoint-dialog-title").textContent = endpoint ? "Edit endpoint" : "Add endpoint";
     $("endpoint-submit").textContent = endpoint ? "Save" : "Create";
     $("endpoint-status-field").hidden = !endpoint;
@@ -352,6 +359,7 @@ export class EndpointsView {
       $("endpoint-url-input").value = endpoint.url || "";
       $("endpoint-description").value = endpoint.description || "";
       $("endpoint-status").value = endpoint.status === "active" ? "active" : "disabled";
+      $("endpoint-filter").value = filterText(endpoint.filter);
     }
     openDialog($("endpoint-dialog"), $("endpoint-name"));
   }
@@ -421,7 +429,9 @@ export class EndpointsView {
     const name = $("endpoint-name").value.trim();
     const description = $("endpoint-description").value.trim();
     const eventTypes = this.chosenEventTypes();
+    const filter = readFilter($("endpoint-filter").value);
     error.textContent = "";
+    this.showFilterError(filter.error || "");
     if (!url) {
       error.textContent = "Enter the URL that should receive the webhooks.";
       $("endpoint-url-input").focus();
@@ -429,6 +439,10 @@ export class EndpointsView {
     }
     if (document.querySelector('input[name="eventsMode"][value="some"]').checked && !eventTypes.length) {
       error.textContent = "Choose at least one event, or All events.";
+      return;
+    }
+    if (filter.error) {
+      $("endpoint-filter").focus();
       return;
     }
     const submit = $("endpoint-submit");
@@ -441,6 +455,7 @@ export class EndpointsView {
           description: description || null,
           eventTypes,
           status: $("endpoint-status").value,
+          filter: filter.value,
         });
         this.items.set(updated.id, updated);
         if (this.detailId === updated.id) {
@@ -453,6 +468,7 @@ export class EndpointsView {
         const body = { url, eventTypes };
         if (name) body.name = name;
         if (description) body.description = description;
+        if (filter.value) body.filter = filter.value;
         const created = await this.api.createEndpoint(body);
         const { secret, ...endpoint } = created;
         this.items.set(endpoint.id, endpoint);
@@ -469,10 +485,21 @@ export class EndpointsView {
       this.renderList();
       this.onChange();
     } catch (err) {
-      error.textContent = err.message;
+      if (isFilterError(err.message)) {
+        this.showFilterError(err.message);
+        $("endpoint-filter").focus();
+      } else {
+        error.textContent = err.message;
+      }
     } finally {
       submit.disabled = false;
     }
+  }
+
+  showFilterError(message) {
+    $("endpoint-filter-error").textContent = message;
+    if (message) $("endpoint-filter").setAttribute("aria-invalid", "true");
+    else $("endpoint-filter").removeAttribute("aria-invalid");
   }
 
   // ---- delete / rotate -----------------------------------------------------------------
