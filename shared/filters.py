@@ -86,6 +86,12 @@ def parse_time(value: Any) -> datetime | None:
     """An ISO 8601 time as aware UTC (no zone: UTC), or None when ``value`` is not one."""
     if not isinstance(value, str) or not value[:4].isdigit():
         return None
+    return _parse_time_text(value)
+
+
+# A fan-out compares one event's time with the bounds of many endpoints: parsed once.
+@lru_cache(maxsize=256)
+def _parse_time_text(value: str) -> datetime | None:
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         parsed = datetime.fromisoformat(text)
