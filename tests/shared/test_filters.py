@@ -156,6 +156,19 @@ def test_a_stored_filter_is_compiled_once_per_text():
     assert stored_predicate("null") is None
 
 
+def test_a_stored_filter_is_not_held_to_the_size_limit_again():
+    # PostgreSQL's jsonb spells 1e300 out in full: 301 digits of the 4 KiB.
+    spelled = '{"cpu": {"$lt": 1' + "0" * 300 + "}, " + '"class": "' + "x" * 3800 + '"}'
+    predicate = stored_predicate(spelled)
+    assert predicate is not None and not predicate(EVENT)
+    assert predicate({"cpu": 2, "class": "x" * 3800})
+
+
+def test_a_stored_filter_that_no_longer_compiles_refuses_every_event():
+    predicate = stored_predicate('{"class": {"$like": "s%"}}')
+    assert predicate is not None and not predicate(EVENT)
+
+
 @pytest.mark.parametrize(
     ("spec", "key", "words"),
     [
