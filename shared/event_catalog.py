@@ -20,6 +20,11 @@ STATE_FIELDS: dict[str, str] = {
     "volume.state.updated": "newState",
     "sandbox.desired-state.updated": "newDesiredState",
 }
+# Every field that holds a state: these compare case-insensitively wherever they are
+# compared (subscriptions, payload filters).
+STATE_FIELD_NAMES = frozenset(
+    {"state", "oldState", "newState", "oldDesiredState", "newDesiredState"}
+)
 # The longest event type name: generous for any real use, short enough for messages.
 MAX_EVENT_TYPE_LENGTH = 128
 

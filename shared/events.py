@@ -106,7 +106,8 @@ class EventNames:
         return tuple(dict.fromkeys(names))
 
 
-def _state(value: Any) -> str | None:
+def normalize_state(value: Any) -> str | None:
+    """A reported state as compared everywhere: trimmed and lowercased (None stays None)."""
     # Platforms report states in either case ("STARTED" in Daytona's own
     # README, "started" in its docs); the table compares them lowercased.
     if value is None:
@@ -115,8 +116,8 @@ def _state(value: Any) -> str | None:
 
 
 def _state_update_names(fields: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
-    new_state = _state(fields.get("newState"))
-    old_state = _state(fields.get("oldState"))
+    new_state = normalize_state(fields.get("newState"))
+    old_state = normalize_state(fields.get("oldState"))
     if new_state == "started":
         if old_state == "paused":
             return ("sandbox.started", "sandbox.resumed"), "resume"

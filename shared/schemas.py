@@ -83,6 +83,24 @@ def through(schema: type[Schema], path: str) -> type[Schema]:
     return Schema.from_dict(copied, name=f"{schema.__name__}Through")
 
 
+# docs/api.md §11.2, for the OpenAPI documents of every face that takes or shows a filter.
+FILTER_DESCRIPTION = (
+    "Payload filter: conditions on the event's fields (Daytona names, `.` walks into "
+    "objects), all of which must hold for a delivery. Each value is a scalar (equals), an "
+    "array of scalars (one of) or an object with one operator: $eq, $ne, $in, $nin, "
+    "$exists, $prefix, $gt, $gte, $lt, $lte. At most 20 keys and 4 KiB; null for none."
+)
+
+
+def filter_field(**kwargs: Any) -> fields.Raw:
+    """The ``filter`` option: any JSON, checked by ``shared.filters`` (400 naming the key)."""
+    return fields.Raw(
+        allow_none=True,
+        metadata={"type": "object", "nullable": True, "description": FILTER_DESCRIPTION},
+        **kwargs,
+    )
+
+
 class EndpointSchema(Schema):
     """An endpoint, as the organization service, the live socket and the CLI show it."""
 
@@ -99,6 +117,7 @@ class EndpointSchema(Schema):
     scope = fields.String()
     category = fields.String(allow_none=True)
     headers = MaskedHeaders(attribute="headers_encrypted")
+    filter = filter_field()
     createdAt = Timestamp(attribute="created_at")
     updatedAt = Timestamp(attribute="updated_at")
 

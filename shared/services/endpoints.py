@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .. import events, notify
+from .. import events, filters, notify
 from ..config import get_settings
 from ..crypto import decrypt, encrypt, new_signing_secret
 from ..errors import Conflict, Forbidden, Invalid, NotFound
@@ -219,6 +219,7 @@ def create_endpoint(
     max_retries: int = 3,
     category: str | None = None,
     headers: object = None,
+    payload_filter: object = None,
 ) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
@@ -247,6 +248,7 @@ def create_endpoint(
         timeout_seconds=_check_range("timeout_seconds", timeout_seconds, *TIMEOUT_RANGE),
         max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
         category=category,
+        filter=filters.validate_filter(payload_filter),
         secret_encrypted=encrypt(secret),
         headers_encrypted=endpoint_headers.encrypted_headers(headers),
         created_at=now,
@@ -270,6 +272,7 @@ UPDATABLE = (
     "scope",
     "payload_format",
     "headers",
+    "filter",
 )
 
 
@@ -324,6 +327,8 @@ def update_endpoint(
         values["headers_encrypted"] = endpoint_headers.encrypted_headers(
             changes["headers"], stored=endpoint_headers.stored_headers(endpoint.headers_encrypted)
         )
+    if "filter" in changes:
+        values["filter"] = filters.validate_filter(changes["filter"])
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id

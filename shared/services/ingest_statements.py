@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Text,
     and_,
     bindparam,
     cast,
@@ -48,6 +49,8 @@ TARGET_COLUMNS = (
     _E.c.event_types,
     _E.c.payload_format,
     _E.c.max_retries,
+    # As JSON text: fan-out compiles each distinct filter once (``filters.stored_predicate``).
+    cast(_E.c.filter, Text).label("filter"),
 )
 
 # An endpoint that receives new messages: not deleted, not disabled.

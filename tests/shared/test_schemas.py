@@ -65,6 +65,7 @@ def test_an_endpoint_renders_its_state_times_and_nulls_as_the_organization_servi
     assert list(shown) == [
         "id", "name", "url", "description", "eventTypes", "status", "disabledReason",
         "payloadFormat", "timeoutSeconds", "maxRetries", "scope", "category", "headers",
+        "filter",
         "createdAt", "updatedAt",
     ]  # fmt: skip
     assert shown["status"] == "disabled"

@@ -36,6 +36,7 @@ ENDPOINT_KEYS = {
     "scope",
     "category",
     "headers",
+    "filter",
     "createdAt",
     "updatedAt",
 }

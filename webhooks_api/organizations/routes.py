@@ -72,6 +72,7 @@ _PATCH_FIELDS = {
     "timeoutSeconds": "timeout_seconds",
     "maxRetries": "max_retries",
     "headers": "headers",
+    "filter": "filter",
 }
 
 
@@ -133,6 +134,7 @@ class Endpoints(MethodView):
             description=body.get("description"),
             name=body.get("name"),
             headers=body.get("headers"),
+            payload_filter=body.get("filter"),
         )
 
 

@@ -14,6 +14,7 @@ from shared.schemas import (
     MessageDeliverySchema,
     MessageSchema,
     Timestamp,
+    filter_field,
     through,
 )
 from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
@@ -91,6 +92,7 @@ class EndpointCreateSchema(Schema):
     description = text_field(allow_none=True, max_length=DESCRIPTION_MAX)
     name = text_field(allow_none=True, max_length=NAME_MAX)
     headers = HeadersInput()
+    filter = filter_field()
 
 
 class EndpointUpdateSchema(Schema):
@@ -103,6 +105,7 @@ class EndpointUpdateSchema(Schema):
     timeoutSeconds = fields.Integer(strict=True, validate=validate.Range(*TIMEOUT_RANGE))
     maxRetries = fields.Integer(strict=True, validate=validate.Range(*RETRIES_RANGE))
     headers = HeadersInput()
+    filter = filter_field()
 
 
 class RecoverSchema(Schema):

@@ -105,6 +105,7 @@ class Webhooks(MethodView):
             timeout_seconds=body.get("timeout_seconds", 30),
             max_retries=body.get("max_retries", 3),
             headers=body.get("headers"),
+            payload_filter=body.get("filter"),
         )
         return _one(session, created.endpoint, created.secret)
 

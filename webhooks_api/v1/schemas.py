@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, missing
 
-from shared.schemas import MaskedHeaders, Timestamp
+from shared.schemas import MaskedHeaders, Timestamp, filter_field
 
 from ..context import current_principal
 from ..fields import HeadersInput
@@ -20,6 +20,7 @@ class V1EndpointCreateSchema(Schema):
     timeout_seconds = fields.Integer(strict=True)
     max_retries = fields.Integer(strict=True)
     headers = HeadersInput()
+    filter = filter_field()
 
 
 class V1EndpointUpdateSchema(Schema):
@@ -32,6 +33,7 @@ class V1EndpointUpdateSchema(Schema):
     scope = fields.String()
     payload_format = fields.String()
     headers = HeadersInput()
+    filter = filter_field()
 
 
 class V1ListArgsSchema(Schema):
@@ -80,6 +82,7 @@ class V1EndpointSchema(Schema):
     scope = fields.String(attribute="endpoint.scope")
     payload_format = fields.String(attribute="endpoint.payload_format")
     headers = MaskedHeaders(attribute="endpoint.headers_encrypted")
+    filter = filter_field(attribute="endpoint.filter")
     total_deliveries = fields.Integer(attribute="stats.total")
     successful_deliveries = fields.Integer(attribute="stats.successful")
     failed_deliveries = fields.Integer(attribute="stats.failed")

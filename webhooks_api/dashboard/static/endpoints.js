@@ -2,6 +2,7 @@
 // and the add / edit / delete / rotate-secret actions.
 
 import { HeadersEditor, headersList } from "./headers.js";
+import { filterText, isFilterError, readFilter } from "./filter.js";
 import { MessageList } from "./messages.js";
 import {
   badge,
@@ -227,6 +228,11 @@ export class EndpointsView {
       ["Timeout", `${e.timeoutSeconds} s`],
       ["Retries", String(e.maxRetries)],
       ["Custom headers", headersList(e.headers)],
+      [
+        "Payload filter",
+        e.filter ? h("pre", { class: "code" }, filterText(e.filter)) : h("span", { class: "muted" }, "None"),
+        "filter",
+      ],
       ["Scope", e.scope],
       ["Created", timeEl(e.createdAt)],
       ["Updated", timeEl(e.updatedAt)],
@@ -346,6 +352,7 @@ export class EndpointsView {
     const form = $("endpoint-form");
     form.reset();
     $("endpoint-form-error").textContent = "";
+    this.showFilterError("");
     $("endpoint-dialog-title").textContent = endpoint ? "Edit endpoint" : "Add endpoint";
     $("endpoint-submit").textContent = endpoint ? "Save" : "Create";
     $("endpoint-status-field").hidden = !endpoint;
@@ -355,6 +362,7 @@ export class EndpointsView {
       $("endpoint-url-input").value = endpoint.url || "";
       $("endpoint-description").value = endpoint.description || "";
       $("endpoint-status").value = endpoint.status === "active" ? "active" : "disabled";
+      $("endpoint-filter").value = filterText(endpoint.filter);
     }
     this.headersEditor.load(endpoint ? endpoint.headers : {});
     openDialog($("endpoint-dialog"), $("endpoint-name"));
@@ -425,7 +433,9 @@ export class EndpointsView {
     const name = $("endpoint-name").value.trim();
     const description = $("endpoint-description").value.trim();
     const eventTypes = this.chosenEventTypes();
+    const filter = readFilter($("endpoint-filter").value);
     error.textContent = "";
+    this.showFilterError(filter.error || "");
     if (!url) {
       error.textContent = "Enter the URL that should receive the webhooks.";
       $("endpoint-url-input").focus();
@@ -440,6 +450,10 @@ export class EndpointsView {
       error.textContent = headersError;
       return;
     }
+    if (filter.error) {
+      $("endpoint-filter").focus();
+      return;
+    }
     const submit = $("endpoint-submit");
     submit.disabled = true;
     try {
@@ -451,6 +465,7 @@ export class EndpointsView {
           eventTypes,
           status: $("endpoint-status").value,
           headers,
+          filter: filter.value,
         });
         this.items.set(updated.id, updated);
         if (this.detailId === updated.id) {
@@ -464,6 +479,7 @@ export class EndpointsView {
         if (name) body.name = name;
         if (description) body.description = description;
         if (Object.keys(headers).length) body.headers = headers;
+        if (filter.value) body.filter = filter.value;
         const created = await this.api.createEndpoint(body);
         const { secret, ...endpoint } = created;
         this.items.set(endpoint.id, endpoint);
@@ -480,10 +496,21 @@ export class EndpointsView {
       this.renderList();
       this.onChange();
     } catch (err) {
-      error.textContent = err.message;
+      if (isFilterError(err.message)) {
+        this.showFilterError(err.message);
+        $("endpoint-filter").focus();
+      } else {
+        error.textContent = err.message;
+      }
     } finally {
       submit.disabled = false;
     }
+  }
+
+  showFilterError(message) {
+    $("endpoint-filter-error").textContent = message;
+    if (message) $("endpoint-filter").setAttribute("aria-invalid", "true");
+    else $("endpoint-filter").removeAttribute("aria-invalid");
   }
 
   // ---- delete / rotate -----------------------------------------------------------------
