@@ -16,6 +16,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
 from ..payloads import format_timestamp
 from ..targets import validate_target_url
+from . import endpoint_lifecycle, operational_events
 from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
@@ -217,6 +218,8 @@ def create_endpoint(
     timeout_seconds: int = 30,
     max_retries: int = 3,
     category: str | None = None,
+    resource_id: str | None = None,
+    expires_at: object = None,
 ) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
@@ -245,6 +248,9 @@ def create_endpoint(
         timeout_seconds=_check_range("timeout_seconds", timeout_seconds, *TIMEOUT_RANGE),
         max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
         category=category,
+        # docs/api.md §11.4
+        resource_id=endpoint_lifecycle.check_resource_id(resource_id),
+        expires_at=endpoint_lifecycle.check_expires_at(expires_at),
         secret_encrypted=encrypt(secret),
         created_at=now,
         updated_at=now,
@@ -266,6 +272,7 @@ UPDATABLE = (
     "max_retries",
     "scope",
     "payload_format",
+    "expires_at",
 )
 
 
@@ -278,6 +285,7 @@ def update_endpoint(
     changes: dict,
 ) -> Endpoint:
     """Apply a partial update; validation happens before anything is written."""
+    endpoint_lifecycle.check_not_changed(changes)
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
         raise Invalid(f"Unknown field: {sorted(unknown)[0]}")
@@ -316,6 +324,8 @@ def update_endpoint(
         if changes["payload_format"] not in PAYLOAD_FORMATS:
             raise Invalid(f"payload format must be one of {', '.join(PAYLOAD_FORMATS)}")
         values["payload_format"] = changes["payload_format"]
+    if "expires_at" in changes:
+        values["expires_at"] = endpoint_lifecycle.check_expires_at(changes["expires_at"])
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id
@@ -333,12 +343,17 @@ def update_endpoint(
     elif not was_active and values.get("is_active") is True:
         endpoint.disabled_reason = None
         endpoint.failing_since = None
+        endpoint.failing_notified_at = None
     endpoint.updated_at = utcnow()
     session.flush()
     disabled = was_active and values.get("is_active") is False
     notify.endpoint_event_after_commit(
         session, "endpoint.disabled" if disabled else "endpoint.updated", endpoint.id
     )
+    if disabled:
+        operational_events.report_disabled(
+            session, endpoint_id=endpoint.id, reason=endpoint.disabled_reason
+        )
     return endpoint
 
 
@@ -366,6 +381,7 @@ def disable_endpoint(session: Session, *, endpoint_id: str, reason: str) -> bool
     if result.rowcount:
         cancel_pending_deliveries(session, endpoint_id=endpoint_id, reason=reason)
         notify.endpoint_event_after_commit(session, "endpoint.disabled", endpoint_id)
+        operational_events.report_disabled(session, endpoint_id=endpoint_id, reason=reason)
     return bool(result.rowcount)
 
 

@@ -53,6 +53,7 @@ class EndpointTarget(NamedTuple):
     event_types: list[str]
     payload_format: str
     max_retries: int
+    resource_id: str | None = None
 
 
 def insert_skipping_conflicts(
@@ -88,6 +89,8 @@ def endpoint_targets(message: StoredMessage | Row, endpoints: list) -> list[tupl
     for endpoint in endpoints:
         if message.custom and endpoint.payload_format == "e2b":
             continue  # docs/api.md §4.2: custom events never go to the team hook
+        if endpoint.resource_id is not None and endpoint.resource_id != message.payload.get("id"):
+            continue  # docs/api.md §11.4: bound to another resource
         name = events.delivery_name(endpoint.event_types, names, endpoint.payload_format)
         if name is not None:
             targets.append((endpoint.id, endpoint.max_retries, name))

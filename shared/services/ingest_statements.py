@@ -48,6 +48,7 @@ TARGET_COLUMNS = (
     _E.c.event_types,
     _E.c.payload_format,
     _E.c.max_retries,
+    _E.c.resource_id,
 )
 
 # An endpoint that receives new messages: not deleted, not disabled.

@@ -71,6 +71,8 @@ _PATCH_FIELDS = {
     "payloadFormat": "payload_format",
     "timeoutSeconds": "timeout_seconds",
     "maxRetries": "max_retries",
+    "resourceId": "resource_id",
+    "expiresAt": "expires_at",
 }
 
 
@@ -131,6 +133,8 @@ class Endpoints(MethodView):
             scope="account",
             description=body.get("description"),
             name=body.get("name"),
+            resource_id=body.get("resourceId"),
+            expires_at=body.get("expiresAt"),
         )
 
 

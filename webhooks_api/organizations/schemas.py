@@ -88,6 +88,14 @@ class EndpointCreateSchema(Schema):
     eventTypes = fields.List(text_field(max_length=EVENT_TYPE_MAX), required=True)
     description = text_field(allow_none=True, max_length=DESCRIPTION_MAX)
     name = text_field(allow_none=True, max_length=NAME_MAX)
+    resourceId = text_field(
+        allow_none=True,
+        metadata={"description": "Only events whose id is this; set at creation only"},
+    )
+    expiresAt = IsoDateTime(
+        allow_none=True,
+        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+    )
 
 
 class EndpointUpdateSchema(Schema):
@@ -99,6 +107,12 @@ class EndpointUpdateSchema(Schema):
     payloadFormat = fields.String(validate=validate.OneOf(PAYLOAD_FORMATS))
     timeoutSeconds = fields.Integer(strict=True, validate=validate.Range(*TIMEOUT_RANGE))
     maxRetries = fields.Integer(strict=True, validate=validate.Range(*RETRIES_RANGE))
+    # Set at creation only: named here so that the answer says so (docs/api.md §11.4).
+    resourceId = fields.Raw(allow_none=True, metadata={"description": "Cannot be changed"})
+    expiresAt = IsoDateTime(
+        allow_none=True,
+        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+    )
 
 
 class RecoverSchema(Schema):

@@ -104,6 +104,8 @@ class Webhooks(MethodView):
             description=body.get("description"),
             timeout_seconds=body.get("timeout_seconds", 30),
             max_retries=body.get("max_retries", 3),
+            resource_id=body.get("resource_id"),
+            expires_at=body.get("expires_at"),
         )
         return _one(session, created.endpoint, created.secret)
 
