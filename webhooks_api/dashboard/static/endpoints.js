@@ -1,6 +1,7 @@
 // The Endpoints tab: the list, one endpoint's details (overview, event history, testing),
 // and the add / edit / delete / rotate-secret actions.
 
+import { failingWarning, fillLifecycleFields, lifecycleBody, lifecycleProps } from "./endpoint_lifecycle.js";
 import { MessageList } from "./messages.js";
 import {
   badge,
@@ -119,7 +120,7 @@ export class EndpointsView {
         ),
       ),
       h("td", { "data-label": "URL" }, h("span", { class: "mono cell-ellipsis", title: endpoint.url }, endpoint.url)),
-      h("td", { "data-label": "Status" }, badge(endpoint.status)),
+      h("td", { "data-label": "Status" }, badge(endpoint.status), " ", failingWarning(endpoint)),
       h("td", { "data-label": "Created" }, timeEl(endpoint.createdAt)),
     );
   }
@@ -213,7 +214,7 @@ export class EndpointsView {
     const events = e.eventTypes && e.eventTypes.length
       ? h("ul", { class: "chips" }, e.eventTypes.map((t) => h("li", { class: "chip mono" }, t)))
       : h("span", {}, "All events");
-    const status = h("span", {}, badge(e.status), e.disabledReason ? h("span", { class: "muted" }, ` ${e.disabledReason}`) : null);
+    const status = h("span", {}, badge(e.status), e.disabledReason ? h("span", { class: "muted" }, ` ${e.disabledReason}`) : null, " ", failingWarning(e));
     const props = [
       ["Status", status],
       ["Events", events],
@@ -227,6 +228,7 @@ export class EndpointsView {
       ["Scope", e.scope],
       ["Created", timeEl(e.createdAt)],
       ["Updated", timeEl(e.updatedAt)],
+      ...lifecycleProps(e),
     ];
     if (e.category) props.splice(5, 0, ["Category", e.category]);
     fill(
@@ -353,6 +355,7 @@ export class EndpointsView {
       $("endpoint-description").value = endpoint.description || "";
       $("endpoint-status").value = endpoint.status === "active" ? "active" : "disabled";
     }
+    fillLifecycleFields(endpoint);
     openDialog($("endpoint-dialog"), $("endpoint-name"));
   }
 
@@ -441,6 +444,7 @@ export class EndpointsView {
           description: description || null,
           eventTypes,
           status: $("endpoint-status").value,
+          ...lifecycleBody(this.editing),
         });
         this.items.set(updated.id, updated);
         if (this.detailId === updated.id) {
@@ -450,7 +454,7 @@ export class EndpointsView {
         $("endpoint-dialog").close();
         toast("Endpoint saved");
       } else {
-        const body = { url, eventTypes };
+        const body = { url, eventTypes, ...lifecycleBody(null) };
         if (name) body.name = name;
         if (description) body.description = description;
         const created = await this.api.createEndpoint(body);
