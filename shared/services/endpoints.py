@@ -16,7 +16,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
 from ..payloads import format_timestamp
 from ..targets import validate_target_url
-from . import endpoint_lifecycle, operational_events
+from . import endpoint_lifetime, operational_events
 from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
@@ -249,8 +249,8 @@ def create_endpoint(
         max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
         category=category,
         # docs/api.md §11.4
-        resource_id=endpoint_lifecycle.check_resource_id(resource_id),
-        expires_at=endpoint_lifecycle.check_expires_at(expires_at),
+        resource_id=endpoint_lifetime.check_resource_id(resource_id),
+        expires_at=endpoint_lifetime.check_expires_at(expires_at),
         secret_encrypted=encrypt(secret),
         created_at=now,
         updated_at=now,
@@ -285,7 +285,7 @@ def update_endpoint(
     changes: dict,
 ) -> Endpoint:
     """Apply a partial update; validation happens before anything is written."""
-    endpoint_lifecycle.check_not_changed(changes)
+    endpoint_lifetime.check_not_changed(changes)
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
         raise Invalid(f"Unknown field: {sorted(unknown)[0]}")
@@ -325,7 +325,7 @@ def update_endpoint(
             raise Invalid(f"payload format must be one of {', '.join(PAYLOAD_FORMATS)}")
         values["payload_format"] = changes["payload_format"]
     if "expires_at" in changes:
-        values["expires_at"] = endpoint_lifecycle.check_expires_at(changes["expires_at"])
+        values["expires_at"] = endpoint_lifetime.check_expires_at(changes["expires_at"])
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id

@@ -9,6 +9,7 @@ from marshmallow import EXCLUDE, Schema, fields, missing
 from shared.schemas import Timestamp
 
 from ..context import current_principal
+from ..organizations.schemas import IsoDateTime
 
 
 class V1EndpointCreateSchema(Schema):
@@ -22,7 +23,7 @@ class V1EndpointCreateSchema(Schema):
         allow_none=True,
         metadata={"description": "Only events whose id is this; set at creation only"},
     )
-    expires_at = fields.String(
+    expires_at = IsoDateTime(
         allow_none=True,
         metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
     )
@@ -39,7 +40,7 @@ class V1EndpointUpdateSchema(Schema):
     payload_format = fields.String()
     # Set at creation only: named here so that the answer says so (docs/api.md §11.4).
     resource_id = fields.Raw(allow_none=True, metadata={"description": "Cannot be changed"})
-    expires_at = fields.String(
+    expires_at = IsoDateTime(
         allow_none=True,
         metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
     )

@@ -33,7 +33,7 @@ from ...models.base import UTCDateTime
 from ...queue import Task, enqueue
 from ...retry_policy import handed_to_broker
 from ...transitions import EARLY_TOLERANCE, DeliveryState, Skip, decide_claim
-from ..endpoint_lifecycle import ends_binding
+from ..endpoint_lifetime import ends_binding
 from ..endpoints import cancel_pending_deliveries
 from .requests import SignedRequest, build_request
 

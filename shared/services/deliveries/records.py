@@ -33,8 +33,8 @@ from ...models import Attempt, Delivery, Endpoint, ManualRequest
 from ...models.base import UTCDateTime
 from ...transitions import Decision, DeliveryState, Health
 from ..endpoints import disable_endpoint
-from . import endings
 from .claims import Claimed
+from .endings import follow_up, follows
 
 log = logging.getLogger(__name__)
 
@@ -219,13 +219,13 @@ def write_in_one_statement(
         decision.attempt.duration_ms,
         completed=decision.completed,
     )
-    if decision.disable_reason or endings.follows(claimed, decision):
+    if decision.disable_reason or follows(claimed, decision):
         with factory() as session:
             if decision.disable_reason:
                 disable_endpoint(
                     session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
                 )
-            endings.follow_up(session, claimed, decision)
+            follow_up(session, claimed, decision)
             session.commit()
     return Written.WRITTEN
 
@@ -267,12 +267,13 @@ def write_with_orm(
             )
         if decision.manual:
             session.execute(delete(ManualRequest).where(ManualRequest.id == attempt_id))
-        if decision.disable_reason:
-            disable_endpoint(
-                session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
-            )
-        endings.follow_up(session, claimed, decision)
         try:
+            # Inside: what these write flushes the attempt first, which may be a duplicate.
+            if decision.disable_reason:
+                disable_endpoint(
+                    session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
+                )
+            follow_up(session, claimed, decision)
             session.commit()
         except IntegrityError:
             session.rollback()
