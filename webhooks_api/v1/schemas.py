@@ -100,9 +100,21 @@ class V1EndpointSchema(Schema):
     created_at = Timestamp(attribute="endpoint.created_at")
     updated_at = Timestamp(attribute="endpoint.updated_at")
     user_id = fields.String(attribute="endpoint.user_id", allow_none=True)
-    resource_id = fields.String(attribute="endpoint.resource_id", allow_none=True)
-    expires_at = Timestamp(attribute="endpoint.expires_at", allow_none=True)
-    deleted_reason = fields.String(attribute="endpoint.deleted_reason", allow_none=True)
+    resource_id = fields.String(
+        attribute="endpoint.resource_id",
+        allow_none=True,
+        metadata={"description": "The one resource (an event's id) the endpoint receives"},
+    )
+    expires_at = Timestamp(
+        attribute="endpoint.expires_at",
+        allow_none=True,
+        metadata={"description": "When the endpoint is deleted by itself"},
+    )
+    deleted_reason = fields.String(
+        attribute="endpoint.deleted_reason",
+        allow_none=True,
+        metadata={"description": "Why the service deleted it: resource ended, expired"},
+    )
     failing = fields.Nested(
         lambda: V1FailingNoticeSchema(),
         attribute="endpoint.failing_notice",
