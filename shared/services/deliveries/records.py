@@ -268,7 +268,7 @@ def write_with_orm(
         if decision.manual:
             session.execute(delete(ManualRequest).where(ManualRequest.id == attempt_id))
         try:
-            # Inside: what these write flushes the attempt first, which may be a duplicate.
+            # Inside the guard: their queries flush the attempt row, where a duplicate shows.
             if decision.disable_reason:
                 disable_endpoint(
                     session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
