@@ -6,6 +6,9 @@ live socket is a real python-socketio client on the session's live api server.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -15,7 +18,7 @@ from sqlalchemy import select
 from shared.db import session_scope
 from shared.models import Delivery, Endpoint, utcnow
 from shared.payloads import format_timestamp
-from tests.conftest import PLATFORM
+from tests.conftest import PLATFORM, ROOT
 from tests.support.live_server import shared_live_server
 from tests.support.receiver import Reply
 from tests.support.waiting import wait_until
@@ -247,3 +250,40 @@ def test_an_expiring_endpoint_is_gone_at_the_first_sweep_after_its_time(
     receiver.wait_for(1)
     time.sleep(0.5)
     assert len(receiver.requests) == 1
+
+
+def test_a_real_beat_deletes_an_expiring_endpoint_within_one_period_of_its_time(
+    client, org, receiver, worker, tmp_path
+):
+    from webhooks_worker.celery_app import ENDPOINT_TIMERS_EVERY
+
+    log = tmp_path / "beat.log"
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "beat",
+         "--loglevel", "INFO", "--schedule", str(tmp_path / "beat.schedule")],
+        cwd=ROOT, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: b"beat: Starting" in log.read_bytes(), timeout=30)
+        at = utcnow() + timedelta(seconds=3)
+        resp = client.post(
+            "/v1/webhooks",
+            json={
+                "url": receiver.url,
+                "event_types": ["sandbox.stopped"],
+                "expires_at": format_timestamp(at),
+            },
+            headers=org.headers,
+        )
+        endpoint_id = resp.json["data"]["endpoint_id"]
+        # One period after its time, and some slack for a loaded machine's worker to run
+        # beat's task.
+        wait_until(
+            lambda: _row(endpoint_id).deleted_at is not None,
+            timeout=(at - utcnow()).total_seconds() + ENDPOINT_TIMERS_EVERY + 10,
+        )
+        row = _row(endpoint_id)
+        assert row.deleted_reason == "expired" and row.deleted_at >= at
+    finally:
+        beat.terminate()
+        beat.wait(timeout=20)
