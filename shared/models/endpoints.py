@@ -84,6 +84,17 @@ class Endpoint(Base):
             postgresql_where=text("deleted_at IS NULL AND expires_at IS NOT NULL"),
             sqlite_where=text("deleted_at IS NULL AND expires_at IS NOT NULL"),
         ),
+        # Failing streaks not reported yet (beat's endpoint.failing look, migration 0008).
+        Index(
+            "ix_endpoints_failing_unnoticed",
+            "failing_since",
+            postgresql_where=text(
+                "deleted_at IS NULL AND failing_since IS NOT NULL AND failing_notified_at IS NULL"
+            ),
+            sqlite_where=text(
+                "deleted_at IS NULL AND failing_since IS NOT NULL AND failing_notified_at IS NULL"
+            ),
+        ),
         Index(
             "ix_endpoints_org_resource",
             "organization_id",
