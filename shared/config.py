@@ -70,6 +70,8 @@ class Settings:
     embedded: bool = False
     # Bearer token /metrics asks for; None leaves it open.
     metrics_token: str | None = None
+    # Hours of continuous failure before endpoint.failing is reported (docs/api.md §11.5).
+    failing_notice_hours: float = 24.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -160,8 +162,8 @@ def _require_shared_secrets(*, admin_token: str, encryption_key: str) -> None:
             "WEBHOOKS_ADMIN_TOKEN and WEBHOOKS_ENCRYPTION_KEY must both be set when "
             f"DATABASE_URL is PostgreSQL ({' and '.join(missing)} missing): every api, worker "
             "and beat process of a deployment needs the same two values. Make a key with "
-            "`python -c \"from cryptography.fernet import Fernet; "
-            "print(Fernet.generate_key().decode())\"`"
+            '`python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"`'
         )
 
 
@@ -437,6 +439,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         delivery_commit=delivery_commit,
         embedded=embedded,
         metrics_token=metrics_token,
+        failing_notice_hours=_float(env, "WEBHOOKS_FAILING_NOTICE_HOURS", 24.0, 0.0001, 24 * 365),
     )
 
 

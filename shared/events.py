@@ -42,6 +42,15 @@ __all__ = [
 
 _CATALOG_NAMES_LOWER = frozenset(name.lower() for name in CATALOG_NAMES)
 
+# docs/api.md §11.5: the service's own reports on its endpoints, under these names in every
+# vocabulary. Like account-level types they reach only an endpoint that names them: a
+# wildcard subscriber did not ask to hear about other endpoints' failures.
+OPERATIONAL_TYPES: tuple[str, ...] = (
+    "endpoint.failing",
+    "endpoint.disabled",
+    "message.attempt.exhausted",
+)
+
 # Limits on one subscription list of /api/webhooks: generous for any real
 # use, small enough that matching stays cheap on every event.
 MAX_SUBSCRIPTIONS = 100
@@ -96,6 +105,12 @@ class EventNames:
     v1: tuple[str, ...] = ()
     e2b: str | None = None
     account_level: bool = False
+    operational: bool = False
+
+    @property
+    def by_name_only(self) -> bool:
+        """Reached only by its name: no wildcard or empty list (account-level, operational)."""
+        return self.account_level or self.operational
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -137,13 +152,26 @@ def resolve_names(event_type: str, fields: dict[str, Any]) -> EventNames:
     """Apply the docs/api.md §4.1 condition table: every name an event goes by."""
     catalog_type = CATALOG.get(event_type)
     if catalog_type is None:
-        return EventNames(canonical=event_type)
+        return EventNames(canonical=event_type, operational=event_type in OPERATIONAL_TYPES)
     if event_type == "sandbox.state.updated":
         v1, e2b = _state_update_names(fields)
     else:
         v1 = catalog_type.v1_types
         e2b = catalog_type.e2b_labels[0] if catalog_type.e2b_labels else None
     return EventNames(event_type, v1, e2b, catalog_type.account_level)
+
+
+# docs/api.md §4.1: the states after which a sandbox or volume reports nothing more.
+_FINAL_STATES = frozenset({"destroyed", "terminated", "deleted"})
+
+
+def is_final_event(event_type: str, fields: dict[str, Any]) -> bool:
+    """Whether the event is its resource's last (an endpoint bound to it then ends)."""
+    if event_type == "snapshot.removed":
+        return True
+    if event_type in ("sandbox.state.updated", "volume.state.updated"):
+        return normalize_state(fields.get("newState")) in _FINAL_STATES
+    return False
 
 
 def _entry_matches(entry: str, name: str, *, exact_only: bool) -> bool:
@@ -166,7 +194,7 @@ def matches_subscription(subscriptions: list[str], names: EventNames) -> bool:
     """Whether an endpoint with these subscriptions receives the event."""
     # docs/api.md §3: account-level types are subscribed only by name; `*`, `x.*`
     # and the empty list never reach them.
-    if names.account_level:
+    if names.by_name_only:
         return any(_subscribed(subscriptions, name, exact_only=True) for name in names.all)
     if not subscriptions:
         return True
@@ -189,7 +217,7 @@ def delivery_name(subscriptions: list[str], names: EventNames, payload_format: s
         # an E2B label (which stands for the most specific case: `resume`), a
         # wildcard or the empty list reach the most specific /v1 name; /v1 names
         # alone reach only themselves.
-        exact_only = names.account_level
+        exact_only = names.by_name_only
         most_specific = names.v1[-1]
         others = [name for name in names.all if name not in names.v1]
         if not subscriptions or any(
@@ -224,7 +252,9 @@ def validate_v1_event_types(event_types: list[Any], *, is_root: bool, scope: str
     if not isinstance(event_types, list) or not event_types:
         raise Invalid("event_types must be a non-empty list")
     for item in event_types:
-        if not isinstance(item, str) or item not in V1_EVENT_TYPES:
+        if not isinstance(item, str) or (
+            item not in V1_EVENT_TYPES and item not in OPERATIONAL_TYPES
+        ):
             raise Invalid(f"Invalid event type: {describe(item)}")
     names = list(dict.fromkeys(event_types))
     check_account_level(names, is_root=is_root, scope=scope)
@@ -232,7 +262,7 @@ def validate_v1_event_types(event_types: list[Any], *, is_root: bool, scope: str
 
 
 def _is_valid_subscription(name: str) -> bool:
-    if name == "*" or name in CATALOG_NAMES:
+    if name == "*" or name in CATALOG_NAMES or name in OPERATIONAL_TYPES:
         return True
     return bool(_WILDCARD.fullmatch(name) or _CUSTOM_NAME.fullmatch(name))
 
@@ -273,5 +303,6 @@ def is_custom_event_name(name: str) -> bool:
     if not _CUSTOM_NAME.fullmatch(name):
         return False
     # Matching is case-insensitive, so a lowercased catalog name
-    # (volume.lastusedat.updated) would reach that type's subscribers.
-    return name not in _CATALOG_NAMES_LOWER
+    # (volume.lastusedat.updated) would reach that type's subscribers; an operational
+    # name would pass for the service's own report.
+    return name not in _CATALOG_NAMES_LOWER and name.lower() not in OPERATIONAL_TYPES

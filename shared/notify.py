@@ -35,7 +35,13 @@ from .schemas import AttemptEventSchema, EndpointSchema
 log = logging.getLogger(__name__)
 
 ATTEMPT_EVENTS = ("webhook.delivered", "webhook.failed")
-ENDPOINT_EVENTS = ("endpoint.created", "endpoint.updated", "endpoint.deleted", "endpoint.disabled")
+ENDPOINT_EVENTS = (
+    "endpoint.created",
+    "endpoint.updated",
+    "endpoint.deleted",
+    "endpoint.disabled",
+    "endpoint.failing",
+)
 # Live events older than this are dropped by a queue-based relay (embedded broker): a
 # dashboard that was away does not want a minute-old replay, it reloads what it shows.
 STALE_AFTER_SECONDS = 30.0

@@ -120,6 +120,37 @@ class EndpointSchema(Schema):
     filter = filter_field()
     createdAt = Timestamp(attribute="created_at")
     updatedAt = Timestamp(attribute="updated_at")
+    # docs/api.md §11.4 and §11.5
+    resourceId = fields.String(
+        attribute="resource_id",
+        allow_none=True,
+        metadata={"description": "The one resource (an event's id) the endpoint receives"},
+    )
+    expiresAt = Timestamp(
+        attribute="expires_at",
+        allow_none=True,
+        metadata={"description": "When the endpoint is deleted by itself"},
+    )
+    deletedReason = fields.String(
+        attribute="deleted_reason",
+        allow_none=True,
+        metadata={"description": "Why the service deleted it: resource ended, expired"},
+    )
+    failing = fields.Nested(
+        lambda: FailingNoticeSchema(),
+        attribute="failing_notice",
+        allow_none=True,
+        metadata={"description": "The standing endpoint.failing notice; null when none"},
+    )
+
+
+class FailingNoticeSchema(Schema):
+    """Why an endpoint is reported failing (docs/api.md §11.5): its streak and last failure."""
+
+    since = Timestamp(allow_none=True)
+    notifiedAt = Timestamp(attribute="notified_at")
+    lastStatusCode = fields.Integer(attribute="last_status_code", allow_none=True)
+    lastError = fields.String(attribute="last_error", allow_none=True)
 
 
 class EndpointStatsSchema(Schema):

@@ -14,5 +14,6 @@ class Task(StrEnum):
     SWEEP = "webhooks.sweep"
     AUTO_DISABLE = "webhooks.auto_disable"
     PURGE = "webhooks.purge"
+    ENDPOINT_TIMERS = "webhooks.endpoint_timers"
     INITIALIZE_ORGANIZATION = "webhooks.initialize_organization"
     RETRY_INITIALIZATIONS = "webhooks.retry_initializations"

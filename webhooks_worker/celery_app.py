@@ -27,6 +27,9 @@ TASK_TIME_LIMIT = MAX_ATTEMPT_SECONDS + 60
 # How long one broker command may take before it counts as failed (Redis answers in
 # milliseconds; consumers block at most 1 s in BRPOP, inside this).
 BROKER_SOCKET_TIMEOUT = 3.0
+# How often beat deletes expired endpoints and reports failing ones: an expiry is kept to
+# within this, and a failing notice comes this late at most after its window.
+ENDPOINT_TIMERS_EVERY = 10.0
 
 
 def make_celery() -> Celery:
@@ -115,6 +118,8 @@ def make_celery() -> Celery:
             },
             "auto-disable-failing-endpoints": {"task": Task.AUTO_DISABLE, "schedule": 300.0},
             "retention-purge": {"task": Task.PURGE, "schedule": 3600.0},
+            # Expired endpoints are gone within this period of their time (docs/api.md §11.4).
+            "endpoint-timers": {"task": Task.ENDPOINT_TIMERS, "schedule": ENDPOINT_TIMERS_EVERY},
         },
         timezone="UTC",
     )

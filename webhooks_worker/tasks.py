@@ -11,8 +11,9 @@ from shared.config import get_settings
 from shared.db import get_sessionmaker, session_scope
 from shared.models import Trigger
 from shared.queue import Task
-from shared.services import deliveries, endpoint_health, retention
+from shared.services import deliveries, endpoint_health, endpoint_lifecycle, retention
 from shared.services.fanout import fan_out
+from shared.services.operational_events import report_failing
 
 from .celery_app import app
 from .client import http_client
@@ -88,6 +89,19 @@ def auto_disable() -> int:
     """Disable endpoints failing for too long. Run twice, the second finds none left."""
     with session_scope() as session:
         return len(endpoint_health.auto_disable_failing(session))
+
+
+@app.task(name=Task.ENDPOINT_TIMERS, **DB_RETRY)
+def endpoint_timers() -> dict:
+    """Delete expired endpoints and report endpoint.failing where a streak reached its window.
+
+    Run twice (two beats), the second finds nothing left: each deletion and each notice is
+    a conditional update.
+    """
+    with session_scope() as session:
+        expired = endpoint_lifecycle.expire_endpoints(session)
+        failing = report_failing(session)
+    return {"expired": len(expired), "failing": len(failing)}
 
 
 @app.task(name=Task.PURGE, **DB_RETRY)

@@ -62,6 +62,9 @@ class Endpoint(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # When endpoint.failing was reported for the current failing streak (once per streak).
     failing_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The last failure as reported with that notice, the warning's cause (migration 0008).
+    failing_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failing_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         Index("ix_endpoints_org_live", "organization_id", "created_at"),
@@ -81,6 +84,17 @@ class Endpoint(Base):
             postgresql_where=text("deleted_at IS NULL AND expires_at IS NOT NULL"),
             sqlite_where=text("deleted_at IS NULL AND expires_at IS NOT NULL"),
         ),
+        # Failing streaks not reported yet (beat's endpoint.failing look, migration 0008).
+        Index(
+            "ix_endpoints_failing_unnoticed",
+            "failing_since",
+            postgresql_where=text(
+                "deleted_at IS NULL AND failing_since IS NOT NULL AND failing_notified_at IS NULL"
+            ),
+            sqlite_where=text(
+                "deleted_at IS NULL AND failing_since IS NOT NULL AND failing_notified_at IS NULL"
+            ),
+        ),
         Index(
             "ix_endpoints_org_resource",
             "organization_id",
@@ -94,3 +108,15 @@ class Endpoint(Base):
     def status(self) -> str:
         """``active`` or ``disabled``, as every face shows an endpoint's state."""
         return "active" if self.is_active else "disabled"
+
+    @property
+    def failing_notice(self) -> dict | None:
+        """The standing endpoint.failing notice with its cause, or None (docs/api.md §11.5)."""
+        if self.failing_notified_at is None:
+            return None
+        return {
+            "since": self.failing_since,
+            "notified_at": self.failing_notified_at,
+            "last_status_code": self.failing_status_code,
+            "last_error": self.failing_error,
+        }

@@ -16,7 +16,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
 from ..payloads import format_timestamp
 from ..targets import validate_target_url
-from . import endpoint_headers
+from . import endpoint_headers, endpoint_lifetime, operational_events
 from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
@@ -220,6 +220,8 @@ def create_endpoint(
     category: str | None = None,
     headers: object = None,
     payload_filter: object = None,
+    resource_id: str | None = None,
+    expires_at: object = None,
 ) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
@@ -249,6 +251,9 @@ def create_endpoint(
         max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
         category=category,
         filter=filters.validate_filter(payload_filter),
+        # docs/api.md §11.4
+        resource_id=endpoint_lifetime.check_resource_id(resource_id),
+        expires_at=endpoint_lifetime.check_expires_at(expires_at),
         secret_encrypted=encrypt(secret),
         headers_encrypted=endpoint_headers.encrypted_headers(headers),
         created_at=now,
@@ -273,6 +278,7 @@ UPDATABLE = (
     "payload_format",
     "headers",
     "filter",
+    "expires_at",
 )
 
 
@@ -285,6 +291,7 @@ def update_endpoint(
     changes: dict,
 ) -> Endpoint:
     """Apply a partial update; validation happens before anything is written."""
+    endpoint_lifetime.check_not_changed(changes)
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
         raise Invalid(f"Unknown field: {sorted(unknown)[0]}")
@@ -329,6 +336,8 @@ def update_endpoint(
         )
     if "filter" in changes:
         values["filter"] = filters.validate_filter(changes["filter"])
+    if "expires_at" in changes:
+        values["expires_at"] = endpoint_lifetime.check_expires_at(changes["expires_at"])
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id
@@ -346,12 +355,17 @@ def update_endpoint(
     elif not was_active and values.get("is_active") is True:
         endpoint.disabled_reason = None
         endpoint.failing_since = None
+        endpoint.failing_notified_at = None
     endpoint.updated_at = utcnow()
     session.flush()
     disabled = was_active and values.get("is_active") is False
     notify.endpoint_event_after_commit(
         session, "endpoint.disabled" if disabled else "endpoint.updated", endpoint.id
     )
+    if disabled:
+        operational_events.report_disabled(
+            session, endpoint_id=endpoint.id, reason=endpoint.disabled_reason
+        )
     return endpoint
 
 
@@ -379,6 +393,7 @@ def disable_endpoint(session: Session, *, endpoint_id: str, reason: str) -> bool
     if result.rowcount:
         cancel_pending_deliveries(session, endpoint_id=endpoint_id, reason=reason)
         notify.endpoint_event_after_commit(session, "endpoint.disabled", endpoint_id)
+        operational_events.report_disabled(session, endpoint_id=endpoint_id, reason=reason)
     return bool(result.rowcount)
 
 

@@ -54,6 +54,7 @@ class EndpointTarget(NamedTuple):
     payload_format: str
     max_retries: int
     filter: str | None  # its payload filter as JSON text, or None
+    resource_id: str | None = None
 
 
 def insert_skipping_conflicts(
@@ -89,6 +90,8 @@ def endpoint_targets(message: StoredMessage | Row, endpoints: list) -> list[tupl
     for endpoint in endpoints:
         if message.custom and endpoint.payload_format == "e2b":
             continue  # docs/api.md §4.2: custom events never go to the team hook
+        if endpoint.resource_id is not None and endpoint.resource_id != message.payload.get("id"):
+            continue  # docs/api.md §11.4: bound to another resource
         name = events.delivery_name(endpoint.event_types, names, endpoint.payload_format)
         if name is None:
             continue

@@ -51,6 +51,7 @@ TARGET_COLUMNS = (
     _E.c.max_retries,
     # As JSON text: fan-out compiles each distinct filter once (``filters.stored_predicate``).
     cast(_E.c.filter, Text).label("filter"),
+    _E.c.resource_id,
 )
 
 # An endpoint that receives new messages: not deleted, not disabled.

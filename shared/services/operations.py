@@ -187,6 +187,7 @@ def set_endpoint_active(
     endpoint.is_active = True
     endpoint.disabled_reason = None
     endpoint.failing_since = None
+    endpoint.failing_notified_at = None
     endpoint.updated_at = utcnow()
     session.flush()
     notify.endpoint_event_after_commit(session, "endpoint.updated", endpoint.id)

@@ -25,12 +25,18 @@ def test_defaults(tmp_path):
     assert settings.retry_schedule == DEFAULT_RETRY_SCHEDULE
     assert settings.max_payload_bytes == 256 * 1024
     assert settings.disable_after_hours == 120 and settings.retention_days == 30
+    assert settings.failing_notice_hours == 24
     assert settings.init_max_retries == 10 and settings.jwt_secret is None
     assert not settings.allow_private_targets.allows(__import__("ipaddress").ip_address("10.0.0.1"))
     assert settings.uses_redis and not settings.embedded
     assert settings.worker_concurrency == 256 and settings.worker_core_threads == 8
     # One delivery process per core of the machine.
     assert settings.worker_processes == len(__import__("os").sched_getaffinity(0))
+
+
+def test_failing_notice_hours_takes_fractions(tmp_path):
+    env = {**BASE, "WEBHOOKS_DATA_DIR": str(tmp_path), "WEBHOOKS_FAILING_NOTICE_HOURS": "0.001"}
+    assert load_settings(env).failing_notice_hours == 0.001
 
 
 def test_worker_processes_can_be_set(tmp_path):
@@ -112,6 +118,8 @@ def test_a_bad_broker_url_is_named_without_its_password(tmp_path):
         ("WEBHOOKS_MAX_PAYLOAD_BYTES", "lots"),
         ("WEBHOOKS_MAX_PAYLOAD_BYTES", "10"),
         ("WEBHOOKS_DISABLE_AFTER_HOURS", "-3"),
+        ("WEBHOOKS_FAILING_NOTICE_HOURS", "0"),
+        ("WEBHOOKS_FAILING_NOTICE_HOURS", "soon"),
         ("WEBHOOKS_RETENTION_DAYS", "0"),
         ("WEBHOOKS_INIT_MAX_RETRIES", "x"),
         ("WEBHOOKS_WORKER_CORE_THREADS", "0"),

@@ -13,6 +13,7 @@ from shared.events import (
     delivery_name,
     example_event,
     is_custom_event_name,
+    is_final_event,
     matches_subscription,
     resolve_names,
     validate_e2b_events,
@@ -657,3 +658,37 @@ def test_example_event_refuses_unknown_names():
     with pytest.raises(Invalid) as caught:
         example_event("custom.event", organization_id="org-abc")
     assert caught.value.message == "Invalid event type: custom.event"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "fields", "final"),
+    [
+        ("sandbox.state.updated", {"newState": "destroyed"}, True),
+        ("sandbox.state.updated", {"newState": "TERMINATED"}, True),
+        ("volume.state.updated", {"newState": "deleted"}, True),
+        ("snapshot.removed", {}, True),
+        ("sandbox.state.updated", {"newState": "stopped"}, False),
+        ("snapshot.state.updated", {"newState": "deleted"}, False),
+        ("sandbox.desired-state.updated", {"newDesiredState": "destroyed"}, False),
+    ],
+)
+def test_a_resources_final_event_is_its_end_state_or_removal(event_type, fields, final):
+    assert is_final_event(event_type, fields) is final
+
+
+@pytest.mark.parametrize("name", ["endpoint.failing", "message.attempt.exhausted"])
+def test_operational_events_reach_only_subscriptions_naming_them(name):
+    names = resolve_names(name, {})
+    assert matches_subscription([name], names)
+    for others in ([], ["*"], ["endpoint.*"], ["message.*"], ["message.attempt.*"]):
+        assert not matches_subscription(others, names), others
+    assert delivery_name([name], names, "envelope") == name
+    assert delivery_name([name], names, "e2b") is None
+
+
+def test_operational_names_are_accepted_from_any_user_and_never_sent_as_custom_events():
+    names = ["endpoint.failing", "endpoint.disabled", "message.attempt.exhausted"]
+    assert validate_v1_event_types(names, is_root=False, scope="user") == names
+    assert validate_event_types(names, is_root=False, scope="user") == names
+    assert not any(is_custom_event_name(name) for name in names)
+    assert not is_custom_event_name("Endpoint.Failing")

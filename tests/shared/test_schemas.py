@@ -65,8 +65,8 @@ def test_an_endpoint_renders_its_state_times_and_nulls_as_the_organization_servi
     assert list(shown) == [
         "id", "name", "url", "description", "eventTypes", "status", "disabledReason",
         "payloadFormat", "timeoutSeconds", "maxRetries", "scope", "category", "headers",
-        "filter",
-        "createdAt", "updatedAt",
+        "filter", "createdAt", "updatedAt", "resourceId", "expiresAt", "deletedReason",
+        "failing",
     ]  # fmt: skip
     assert shown["status"] == "disabled"
     assert shown["disabledReason"] == "gone"
@@ -74,6 +74,24 @@ def test_an_endpoint_renders_its_state_times_and_nulls_as_the_organization_servi
     assert shown["headers"] == {}
     assert shown["createdAt"] == "2025-12-19T10:30:00.123Z"
     assert EndpointSchema().dump(_endpoint())["status"] == "active"
+    assert shown["failing"] is None and shown["resourceId"] is None
+
+
+def test_a_standing_failing_notice_renders_with_its_cause():
+    shown = EndpointSchema().dump(
+        _endpoint(
+            failing_since=MOMENT,
+            failing_notified_at=MOMENT,
+            failing_status_code=503,
+            failing_error="HTTP 503",
+        )
+    )
+    assert shown["failing"] == {
+        "since": "2025-12-19T10:30:00.123Z",
+        "notifiedAt": "2025-12-19T10:30:00.123Z",
+        "lastStatusCode": 503,
+        "lastError": "HTTP 503",
+    }
 
 
 def test_the_live_attempt_event_names_its_fields_in_order_and_says_whether_more_tries_follow():

@@ -25,6 +25,7 @@ EVENTS = (
     "endpoint.updated",
     "endpoint.deleted",
     "endpoint.disabled",
+    "endpoint.failing",
 )
 ATTEMPT_FIELDS = {
     "organizationId",

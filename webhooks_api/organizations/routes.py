@@ -73,6 +73,8 @@ _PATCH_FIELDS = {
     "maxRetries": "max_retries",
     "headers": "headers",
     "filter": "filter",
+    "resourceId": "resource_id",
+    "expiresAt": "expires_at",
 }
 
 
@@ -135,6 +137,8 @@ class Endpoints(MethodView):
             name=body.get("name"),
             headers=body.get("headers"),
             payload_filter=body.get("filter"),
+            resource_id=body.get("resourceId"),
+            expires_at=body.get("expiresAt"),
         )
 
 

@@ -93,6 +93,14 @@ class EndpointCreateSchema(Schema):
     name = text_field(allow_none=True, max_length=NAME_MAX)
     headers = HeadersInput()
     filter = filter_field()
+    resourceId = text_field(
+        allow_none=True,
+        metadata={"description": "Only events whose id is this; set at creation only"},
+    )
+    expiresAt = IsoDateTime(
+        allow_none=True,
+        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+    )
 
 
 class EndpointUpdateSchema(Schema):
@@ -106,6 +114,12 @@ class EndpointUpdateSchema(Schema):
     maxRetries = fields.Integer(strict=True, validate=validate.Range(*RETRIES_RANGE))
     headers = HeadersInput()
     filter = filter_field()
+    # Set at creation only: named here so that the answer says so (docs/api.md §11.4).
+    resourceId = fields.Raw(allow_none=True, metadata={"description": "Cannot be changed"})
+    expiresAt = IsoDateTime(
+        allow_none=True,
+        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+    )
 
 
 class RecoverSchema(Schema):

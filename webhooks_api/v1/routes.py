@@ -106,6 +106,8 @@ class Webhooks(MethodView):
             max_retries=body.get("max_retries", 3),
             headers=body.get("headers"),
             payload_filter=body.get("filter"),
+            resource_id=body.get("resource_id"),
+            expires_at=body.get("expires_at"),
         )
         return _one(session, created.endpoint, created.secret)
 

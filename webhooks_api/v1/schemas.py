@@ -10,6 +10,7 @@ from shared.schemas import MaskedHeaders, Timestamp, filter_field
 
 from ..context import current_principal
 from ..fields import HeadersInput
+from ..organizations.schemas import IsoDateTime
 
 
 class V1EndpointCreateSchema(Schema):
@@ -21,6 +22,14 @@ class V1EndpointCreateSchema(Schema):
     max_retries = fields.Integer(strict=True)
     headers = HeadersInput()
     filter = filter_field()
+    resource_id = fields.String(
+        allow_none=True,
+        metadata={"description": "Only events whose id is this; set at creation only"},
+    )
+    expires_at = IsoDateTime(
+        allow_none=True,
+        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+    )
 
 
 class V1EndpointUpdateSchema(Schema):
@@ -34,6 +43,12 @@ class V1EndpointUpdateSchema(Schema):
     payload_format = fields.String()
     headers = HeadersInput()
     filter = filter_field()
+    # Set at creation only: named here so that the answer says so (docs/api.md §11.4).
+    resource_id = fields.Raw(allow_none=True, metadata={"description": "Cannot be changed"})
+    expires_at = IsoDateTime(
+        allow_none=True,
+        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+    )
 
 
 class V1ListArgsSchema(Schema):
@@ -92,8 +107,38 @@ class V1EndpointSchema(Schema):
     created_at = Timestamp(attribute="endpoint.created_at")
     updated_at = Timestamp(attribute="endpoint.updated_at")
     user_id = fields.String(attribute="endpoint.user_id", allow_none=True)
+    resource_id = fields.String(
+        attribute="endpoint.resource_id",
+        allow_none=True,
+        metadata={"description": "The one resource (an event's id) the endpoint receives"},
+    )
+    expires_at = Timestamp(
+        attribute="endpoint.expires_at",
+        allow_none=True,
+        metadata={"description": "When the endpoint is deleted by itself"},
+    )
+    deleted_reason = fields.String(
+        attribute="endpoint.deleted_reason",
+        allow_none=True,
+        metadata={"description": "Why the service deleted it: resource ended, expired"},
+    )
+    failing = fields.Nested(
+        lambda: V1FailingNoticeSchema(),
+        attribute="endpoint.failing_notice",
+        allow_none=True,
+        metadata={"description": "The standing endpoint.failing notice; null when none"},
+    )
     # Whose account the endpoint is in.
     account_id = AdminOnlyString(attribute="endpoint.organization_id")
+
+
+class V1FailingNoticeSchema(Schema):
+    """Why an endpoint is reported failing: its streak and last failure."""
+
+    since = Timestamp(allow_none=True)
+    notified_at = Timestamp()
+    last_status_code = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
 
 
 class V1CreatedEndpointSchema(V1EndpointSchema):

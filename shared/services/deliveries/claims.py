@@ -33,6 +33,7 @@ from ...models.base import UTCDateTime
 from ...queue import Task, enqueue
 from ...retry_policy import handed_to_broker
 from ...transitions import EARLY_TOLERANCE, DeliveryState, Skip, decide_claim
+from ..endpoint_lifetime import ends_binding
 from ..endpoints import cancel_pending_deliveries
 from .requests import SignedRequest, build_request
 
@@ -64,6 +65,8 @@ class Claimed:
     failing_since: datetime | None
     endpoint_scope: str
     endpoint_owner: str | None
+    # This delivery's end ends the endpoint's resource binding (docs/api.md §11.4).
+    ends_binding: bool = False
 
 
 def claimed_try(
@@ -85,6 +88,7 @@ def claimed_try(
         failing_since=endpoint.failing_since,
         endpoint_scope=endpoint.scope,
         endpoint_owner=endpoint.user_id,
+        ends_binding=ends_binding(endpoint, message),
     )
 
 
@@ -131,6 +135,7 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("endpoint", _E.c.failing_since),
     ("endpoint", _E.c.scope),
     ("endpoint", _E.c.user_id),
+    ("endpoint", _E.c.resource_id),
     ("message", _M.c.id),
     ("message", _M.c.event_type),
     ("message", _M.c.payload),

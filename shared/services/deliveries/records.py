@@ -34,6 +34,7 @@ from ...models.base import UTCDateTime
 from ...transitions import Decision, DeliveryState, Health
 from ..endpoints import disable_endpoint
 from .claims import Claimed
+from .endings import follow_up, follows
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,11 @@ def record_statement(columns: tuple[str, ...], health: Health | None, manual: bo
                 _E.c.failing_since.is_(None) if failing else _E.c.failing_since.is_not(None),
                 exists(select(recorded.c.id)),
             )
-            .values(failing_since=bindparam("a_created_at", type_=UTCDateTime) if failing else None)
+            .values(
+                failing_since=bindparam("a_created_at", type_=UTCDateTime) if failing else None,
+                # A new streak is reported anew (docs/api.md §11.5: once per streak).
+                failing_notified_at=None,
+            )
             .cte("streak")
         )
     if manual:
@@ -214,11 +219,13 @@ def write_in_one_statement(
         decision.attempt.duration_ms,
         completed=decision.completed,
     )
-    if decision.disable_reason:
+    if decision.disable_reason or follows(claimed, decision):
         with factory() as session:
-            disable_endpoint(
-                session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
-            )
+            if decision.disable_reason:
+                disable_endpoint(
+                    session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
+                )
+            follow_up(session, claimed, decision)
             session.commit()
     return Written.WRITTEN
 
@@ -253,15 +260,20 @@ def write_with_orm(
                     if failing
                     else Endpoint.failing_since.is_not(None),
                 )
-                .values(failing_since=decision.attempt.created_at if failing else None)
+                .values(
+                    failing_since=decision.attempt.created_at if failing else None,
+                    failing_notified_at=None,
+                )
             )
         if decision.manual:
             session.execute(delete(ManualRequest).where(ManualRequest.id == attempt_id))
-        if decision.disable_reason:
-            disable_endpoint(
-                session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
-            )
         try:
+            # Inside the guard: their queries flush the attempt row, where a duplicate shows.
+            if decision.disable_reason:
+                disable_endpoint(
+                    session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
+                )
+            follow_up(session, claimed, decision)
             session.commit()
         except IntegrityError:
             session.rollback()

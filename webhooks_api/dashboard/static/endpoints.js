@@ -3,6 +3,7 @@
 
 import { HeadersEditor, headersList } from "./headers.js";
 import { filterText, isFilterError, readFilter } from "./filter.js";
+import { failingWarning, fillLifecycleFields, lifecycleBody, lifecycleProps } from "./endpoint_lifecycle.js";
 import { MessageList } from "./messages.js";
 import {
   badge,
@@ -122,7 +123,7 @@ export class EndpointsView {
         ),
       ),
       h("td", { "data-label": "URL" }, h("span", { class: "mono cell-ellipsis", title: endpoint.url }, endpoint.url)),
-      h("td", { "data-label": "Status" }, badge(endpoint.status)),
+      h("td", { "data-label": "Status" }, badge(endpoint.status), " ", failingWarning(endpoint)),
       h("td", { "data-label": "Created" }, timeEl(endpoint.createdAt)),
     );
   }
@@ -216,7 +217,7 @@ export class EndpointsView {
     const events = e.eventTypes && e.eventTypes.length
       ? h("ul", { class: "chips" }, e.eventTypes.map((t) => h("li", { class: "chip mono" }, t)))
       : h("span", {}, "All events");
-    const status = h("span", {}, badge(e.status), e.disabledReason ? h("span", { class: "muted" }, ` ${e.disabledReason}`) : null);
+    const status = h("span", {}, badge(e.status), e.disabledReason ? h("span", { class: "muted" }, ` ${e.disabledReason}`) : null, " ", failingWarning(e));
     const props = [
       ["Status", status],
       ["Events", events],
@@ -236,6 +237,7 @@ export class EndpointsView {
       ["Scope", e.scope],
       ["Created", timeEl(e.createdAt)],
       ["Updated", timeEl(e.updatedAt)],
+      ...lifecycleProps(e),
     ];
     if (e.category) props.splice(5, 0, ["Category", e.category]);
     fill(
@@ -365,6 +367,7 @@ export class EndpointsView {
       $("endpoint-filter").value = filterText(endpoint.filter);
     }
     this.headersEditor.load(endpoint ? endpoint.headers : {});
+    fillLifecycleFields(endpoint);
     openDialog($("endpoint-dialog"), $("endpoint-name"));
   }
 
@@ -466,6 +469,7 @@ export class EndpointsView {
           status: $("endpoint-status").value,
           headers,
           filter: filter.value,
+          ...lifecycleBody(this.editing),
         });
         this.items.set(updated.id, updated);
         if (this.detailId === updated.id) {
@@ -475,7 +479,7 @@ export class EndpointsView {
         $("endpoint-dialog").close();
         toast("Endpoint saved");
       } else {
-        const body = { url, eventTypes };
+        const body = { url, eventTypes, ...lifecycleBody(null) };
         if (name) body.name = name;
         if (description) body.description = description;
         if (Object.keys(headers).length) body.headers = headers;
