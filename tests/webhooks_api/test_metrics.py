@@ -214,9 +214,10 @@ def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(clien
     from webhooks_worker.celery_app import app as celery
 
     queues = ("webhooks", "webhooks.retry")
-    # Stop the worker from taking tasks, so that they wait in Redis.
+    # Stop the worker from taking tasks, so that they wait in Redis. The session has one
+    # worker: its reply ends the wait (a broadcast otherwise waits out the whole timeout).
     for queue in queues:
-        assert celery.control.cancel_consumer(queue, reply=True, timeout=5)
+        assert celery.control.cancel_consumer(queue, reply=True, timeout=5, limit=1)
     try:
         celery.send_task("webhooks.purge")
         celery.send_task("webhooks.purge")
@@ -228,7 +229,7 @@ def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(clien
         assert total(samples, "webhooks_queue_depth", queue="webhooks.retry") == 2
     finally:
         for queue in queues:
-            celery.control.add_consumer(queue, reply=True, timeout=5)
+            celery.control.add_consumer(queue, reply=True, timeout=5, limit=1)
     wait_until(lambda: total(scrape(client), "webhooks_queue_depth") == 0)
 
 
