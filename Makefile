@@ -1,7 +1,9 @@
 # The test run CI makes (.ci/run calls `make test`), and the lockfiles it installs from.
 #
 #   make test   a fresh .venv from requirements-test.txt (hash-checked), the project
-#               installed into it without resolving anything, then ruff and pytest
+#               installed into it without resolving anything, then ruff and pytest on
+#               two xdist workers (each with its own database and Redis db:
+#               tests/conftest.py; tests grouped with xdist_group run on one worker)
 #   make lock   regenerate requirements.txt (the image's runtime set) and
 #               requirements-test.txt (runtime plus the test extra) from pyproject.toml;
 #               pins already in them are kept unless `make lock UPGRADE=--upgrade`
@@ -18,7 +20,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes $(UPGRADE)
 # celery, gunicorn) by name.
 test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ruff check .
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -n 2 --dist loadgroup
 
 venv:
 	rm -rf $(VENV)

@@ -8,13 +8,13 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
-from .errors import Invalid
+from . import config_checks as checks
+from .config_checks import ConfigError
 from .redaction import redact
-from .targets import AllowList, parse_allowlist, validate_target_url
+from .targets import AllowList, parse_allowlist
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
 # A worker process's most delivery threads, and the threads it runs while posts answer
@@ -32,10 +32,6 @@ def default_worker_processes() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-class ConfigError(Exception):
-    """A setting has a bad value; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -131,219 +127,14 @@ def _retry_schedule(env: dict[str, str]) -> tuple[int | float, ...]:
     return tuple(values)
 
 
-def _persisted_secret(data_dir: Path, name: str, make: callable) -> str:
-    """A development secret kept in the data directory so that every local process agrees."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / name
-    if path.exists():
-        return path.read_text().strip()
-    value = make()
-    path.write_text(value + "\n")
-    path.chmod(0o600)
-    return value
-
-
-def _require_shared_secrets(*, admin_token: str, encryption_key: str) -> None:
-    """On PostgreSQL every host must be given the same platform token and encryption key.
-
-    A key generated into one host's data folder would encrypt signing secrets that the
-    workers on every other host cannot read, and each api would accept its own token.
-    """
-    missing = [
-        name
-        for name, value in (
-            ("WEBHOOKS_ADMIN_TOKEN", admin_token),
-            ("WEBHOOKS_ENCRYPTION_KEY", encryption_key),
-        )
-        if not value
-    ]
-    if missing:
-        raise ConfigError(
-            "WEBHOOKS_ADMIN_TOKEN and WEBHOOKS_ENCRYPTION_KEY must both be set when "
-            f"DATABASE_URL is PostgreSQL ({' and '.join(missing)} missing): every api, worker "
-            "and beat process of a deployment needs the same two values. Make a key with "
-            '`python -c "from cryptography.fernet import Fernet; '
-            'print(Fernet.generate_key().decode())"`'
-        )
-
-
-def _fernet_keys(raw: str) -> tuple[str, ...]:
-    """WEBHOOKS_ENCRYPTION_KEY as a list of Fernet keys, comma-separated, newest first."""
-    keys = tuple(part.strip() for part in raw.split(","))
-    for position, key in enumerate(keys, start=1):
-        try:
-            Fernet(key.encode())
-        except (ValueError, TypeError):
-            which = f"key {position} of " if len(keys) > 1 else ""
-            raise ConfigError(
-                f"WEBHOOKS_ENCRYPTION_KEY: {which}the value is not a Fernet key (URL-safe "
-                "base64 of 32 bytes; several keys are separated by commas, newest first)"
-            ) from None
-    return keys
-
-
-# The brokers the processes are built for: Redis (production) and kombu's SQLAlchemy
-# transport (the embedded default, `sqla+sqlite://`). Any other transport kombu knows is
-# passed to Celery as it is.
-_BROKER_EXAMPLES = "redis://, rediss://, sqla+sqlite:// or sqla+postgresql://"
-
-
-def _celery_broker_url(env: dict[str, str]) -> str | None:
-    """CELERY_BROKER_URL checked as kombu will read it, so a bad value stops the start."""
-    raw = env.get("CELERY_BROKER_URL", "").strip()
-    if not raw:
-        return None
-    from kombu.transport import TRANSPORT_ALIASES
-
-    urls = []
-    # Celery takes a `;`-separated list of failover brokers.
-    for url in (part.strip() for part in raw.split(";")):
-        scheme, sep, rest = url.partition("://")
-        transport = scheme.partition("+")[0]
-        if not sep or transport not in TRANSPORT_ALIASES:
-            raise ConfigError(
-                f"CELERY_BROKER_URL must be a broker URL ({_BROKER_EXAMPLES}), got {redact(url)!r}"
-            )
-        if transport in ("sqla", "sqlalchemy"):
-            url = _sqlalchemy_broker_url(url, scheme, rest)
-        elif transport in ("redis", "rediss"):
-            _check_redis_url("CELERY_BROKER_URL", url)
-        else:
-            try:
-                urlsplit(url).port  # noqa: B018 - parsing is the check
-            except ValueError as exc:
-                raise ConfigError(f"CELERY_BROKER_URL: {exc}, got {redact(url)!r}") from None
-        urls.append(url)
-    return ";".join(urls)
-
-
-def _sqlalchemy_broker_url(url: str, scheme: str, rest: str) -> str:
-    """A `sqla+<database URL>` broker whose database SQLAlchemy can open with our drivers."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    database = scheme.partition("+")[2]
-    if database in ("postgres", "postgresql"):
-        # As for DATABASE_URL: SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2.
-        database = "postgresql+psycopg2"
-        url = f"{scheme.partition('+')[0]}+{database}://{rest}"
-    try:
-        make_url(f"{database}://{rest}").get_dialect().import_dbapi()
-    except (ArgumentError, NoSuchModuleError, ImportError, ValueError):
-        raise ConfigError(
-            "CELERY_BROKER_URL must name a database SQLAlchemy can open after sqla+ "
-            f"(sqla+sqlite:///path or sqla+postgresql://...), got {redact(url)!r}"
-        ) from None
-    return url
-
-
-def _check_database_url(url: str) -> None:
-    """DATABASE_URL as SQLAlchemy will read it: a known dialect and driver, a numeric port."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-        parsed.get_dialect().import_dbapi()
-        port = parsed.port
-    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
-        raise ConfigError(
-            f"DATABASE_URL is not a database URL SQLAlchemy can open ({redact(str(exc))}), "
-            f"got {redact(url)!r}"
-        ) from None
-    if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"DATABASE_URL port must be 1-65535, got {redact(url)!r}")
-
-
-def _check_redis_url(name: str, url: str) -> None:
-    """A Redis URL as redis-py will read it, with a host and a numeric database."""
-    from redis.connection import parse_url
-
-    try:
-        parse_url(url)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {redact(str(exc))}, got {redact(url)!r}") from None
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return
-    if not parts.hostname:
-        raise ConfigError(f"{name} must name a host (redis://host:6379/0), got {redact(url)!r}")
-    # redis-py silently reads a non-numeric path (redis://host/cache) as database 0.
-    database = parts.path.lstrip("/")
-    if database and not (database.isascii() and database.isdigit()):
-        raise ConfigError(
-            f"{name} database must be a number (redis://host:6379/0), got {redact(url)!r}"
-        )
-
-
-def _check_http_url(name: str, url: str) -> None:
-    """An http(s) URL with a host and, if any, a numeric port."""
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - parsing is the check
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}, got {redact(url)!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{name} must be an http:// or https:// URL with a host, got {redact(url)!r}"
-        )
-
-
-# The operator chose the preconfigured base, so its address is trusted (private ranges
-# included), as shared.services.initialization does when it saves those endpoints.
-_OPERATOR_URLS = parse_allowlist("*")
-
-
-def _check_preconfigured_base(url: str) -> None:
-    """The base of preconfigured endpoints' URLs must make URLs an endpoint may have.
-
-    Every organization's initialization appends ``/{organizationId}/{category}`` and saves
-    the result as an endpoint, under the rules of any endpoint's URL (no credentials,
-    spaces or port 0). A base that breaks them would fail every initialization, so it
-    stops the process instead.
-    """
-    name = "WEBHOOKS_PRECONFIGURED_BASE_URL"
-    parts = urlsplit(url)
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        # Not echoed: a query string is where a token would sit.
-        raise ConfigError(
-            f"{name} must not have a query or fragment (the organization and category are "
-            "appended as path segments)"
-        )
-    try:
-        validate_target_url(
-            f"{url.rstrip('/')}/org-example/all-events", _OPERATOR_URLS, resolve=False
-        )
-    except Invalid as exc:
-        raise ConfigError(f"{name}: {exc.message}, got {redact(url)!r}") from None
-
-
 def _data_dir(env: dict[str, str]) -> Path:
     return Path(env.get("WEBHOOKS_DATA_DIR") or ".webhooks").resolve()
-
-
-def _database_url(env: dict[str, str], data_dir: Path) -> str:
-    """DATABASE_URL checked and with the driver we ship; the embedded SQLite file when unset."""
-    database_url = env.get("DATABASE_URL", "").strip()
-    if not database_url:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        database_url = f"sqlite:///{data_dir / 'webhooks.db'}"
-    for plain in ("postgres://", "postgresql://"):
-        # SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme; we ship psycopg2.
-        if database_url.startswith(plain):
-            database_url = "postgresql+psycopg2://" + database_url[len(plain) :]
-    if not database_url.startswith(("postgresql", "sqlite")):
-        raise ConfigError(
-            f"DATABASE_URL must be a postgresql:// or sqlite:// URL, got {redact(database_url)!r}"
-        )
-    _check_database_url(database_url)
-    return database_url
 
 
 def load_database_url(environ: dict[str, str] | None = None) -> str:
     """Only the database URL, for schema migrations, which need no secret."""
     env = dict(os.environ if environ is None else environ)
-    return _database_url(env, _data_dir(env))
+    return checks.database_url(env, _data_dir(env))
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -353,14 +144,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
     redis_url = env.get("REDIS_URL", "").strip() or None
     embedded = not env.get("DATABASE_URL", "").strip() and not redis_url
-    database_url = _database_url(env, data_dir)
+    database_url = checks.database_url(env, data_dir)
 
     if redis_url:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redact(redis_url)!r}")
-        _check_redis_url("REDIS_URL", redis_url)
+        checks.check_redis_url("REDIS_URL", redis_url)
 
-    broker_url = _celery_broker_url(env) or redis_url
+    broker_url = checks.celery_broker_url(env) or redis_url
     if not broker_url:
         # kombu's SQLAlchemy transport on a SQLite file: a broker with nothing to install.
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -369,9 +160,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     admin_token = env.get("WEBHOOKS_ADMIN_TOKEN", "").strip()
     encryption_key = env.get("WEBHOOKS_ENCRYPTION_KEY", "").strip()
     if database_url.startswith("postgresql"):
-        _require_shared_secrets(admin_token=admin_token, encryption_key=encryption_key)
+        checks.require_shared_secrets(admin_token=admin_token, encryption_key=encryption_key)
     if not admin_token:
-        admin_token = _persisted_secret(data_dir, "admin-token", lambda: secrets.token_urlsafe(32))
+        admin_token = checks.persisted_secret(
+            data_dir, "admin-token", lambda: secrets.token_urlsafe(32)
+        )
     elif len(admin_token) < 16:
         raise ConfigError("WEBHOOKS_ADMIN_TOKEN must be at least 16 characters")
 
@@ -380,10 +173,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError("WEBHOOKS_JWT_SECRET must be at least 16 characters")
 
     if not encryption_key:
-        encryption_key = _persisted_secret(
+        encryption_key = checks.persisted_secret(
             data_dir, "encryption-key", lambda: Fernet.generate_key().decode()
         )
-    encryption_keys = _fernet_keys(encryption_key)
+    encryption_keys = checks.fernet_keys(encryption_key)
 
     metrics_token = env.get("WEBHOOKS_METRICS_TOKEN", "").strip() or None
     if metrics_token is not None and len(metrics_token) < 16:
@@ -396,8 +189,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
     base_url = env.get("WEBHOOKS_PRECONFIGURED_BASE_URL", "").strip() or None
     if base_url:
-        _check_http_url("WEBHOOKS_PRECONFIGURED_BASE_URL", base_url)
-        _check_preconfigured_base(base_url)
+        checks.check_http_url("WEBHOOKS_PRECONFIGURED_BASE_URL", base_url)
+        checks.check_preconfigured_base(base_url)
 
     log_format = env.get("WEBHOOKS_LOG_FORMAT", "text").strip() or "text"
     if log_format not in ("text", "json"):

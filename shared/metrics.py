@@ -33,31 +33,22 @@ has committed. Counters need Redis; on the embedded broker (no Redis) only the g
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, event, func, inspect, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import Session
 
 from .config import Settings, get_settings
-from .models import Attempt, Delivery, Endpoint, Message, utcnow
-
-log = logging.getLogger(__name__)
+from .models import Attempt, Delivery
 
 # One hash per Redis database: deployments sharing a server use different databases.
 COUNTERS_KEY = "webhooks:metrics"
 # Seconds; attempts end within the endpoint timeout (5-300 s, docs/api.md §5).
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
-# The broker queues (webhooks_worker.routing): first attempts and retries.
-QUEUES = ("webhooks", "webhooks.retry")
-# kombu's Redis transport keeps a queue's prioritized messages in sibling lists.
-_PRIORITY_SEPARATOR = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
 
 
 def status_class(status_code: int | None) -> str:
@@ -71,7 +62,8 @@ def _field(name: str, **labels: str) -> str:
     return "|".join([name, *(f"{k}={v}" for k, v in sorted(labels.items()))])
 
 
-def _parse_field(field: str) -> tuple[str, dict[str, str]]:
+def parse_field(field: str) -> tuple[str, dict[str, str]]:
+    """A counter field's metric name and labels (what ``_field`` joined)."""
     name, *parts = field.split("|")
     return name, dict(part.split("=", 1) for part in parts if "=" in part)
 
@@ -228,269 +220,3 @@ def _push(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop(session: Session) -> None:
     session.info.pop(_PENDING, None)
-
-
-# ---- the scrape ----------------------------------------------------------------------------
-
-
-def _as_datetime(value: Any, session: Session) -> datetime | None:
-    """Aggregates lose the column type on SQLite (strings, naive); make them aware UTC."""
-    from .models.base import UTCDateTime
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return UTCDateTime().process_result_value(value, session.get_bind().dialect)
-
-
-def database_gauges(session: Session) -> dict[str, float]:
-    """The present state from the database, in three index-backed queries."""
-    now = utcnow()
-    due = (Delivery.next_attempt_at <= now) & or_(
-        Delivery.lease_until.is_(None), Delivery.lease_until <= now
-    )
-    pending, oldest, due_count, most_overdue = session.execute(
-        select(
-            func.count(),
-            func.min(Delivery.created_at),
-            func.coalesce(func.sum(case((due, 1), else_=0)), 0),
-            func.min(case((due, Delivery.next_attempt_at), else_=None)),
-        ).where(Delivery.status == "pending")
-    ).one()
-    awaiting = session.scalar(
-        select(func.count()).select_from(Message).where(Message.fanned_out_at.is_(None))
-    )
-    endpoints = dict(
-        session.execute(
-            select(Endpoint.is_active, func.count())
-            .where(Endpoint.deleted_at.is_(None))
-            .group_by(Endpoint.is_active)
-        ).all()
-    )
-    oldest_at = _as_datetime(oldest, session)
-    overdue_at = _as_datetime(most_overdue, session)
-    return {
-        "pending": float(pending or 0),
-        "due": float(due_count or 0),
-        "oldest_pending_age": (now - oldest_at).total_seconds() if oldest_at else 0.0,
-        "due_lag": max((now - overdue_at).total_seconds(), 0.0) if overdue_at else 0.0,
-        "awaiting_fanout": float(awaiting or 0),
-        "endpoints_active": float(endpoints.get(True, 0)),
-        "endpoints_disabled": float(endpoints.get(False, 0)),
-    }
-
-
-def broker_gauges(settings: Settings) -> dict[str, float] | None:
-    """Tasks waiting in each broker queue (Redis brokers only)."""
-    if not settings.uses_redis:
-        return None
-    import redis
-
-    client = redis.Redis.from_url(
-        settings.broker_url, socket_timeout=1.0, socket_connect_timeout=1.0
-    )
-    try:
-        pipe = client.pipeline(transaction=False)
-        for queue in QUEUES:
-            pipe.llen(queue)
-            for step in _PRIORITY_STEPS:
-                pipe.llen(f"{queue}{_PRIORITY_SEPARATOR}{step}")
-        results = pipe.execute()
-    finally:
-        client.close()
-    gauges: dict[str, float] = {}
-    per_queue = len(_PRIORITY_STEPS) + 1
-    for index, queue in enumerate(QUEUES):
-        gauges[f"queue:{queue}"] = float(sum(results[index * per_queue : (index + 1) * per_queue]))
-    return gauges
-
-
-class WebhooksCollector:
-    """A prometheus-client collector reading the counters, the database and the broker."""
-
-    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
-        self.factory = factory
-        self.settings = settings
-
-    def collect(self) -> Iterator[Any]:
-        """Every metric family, read now; a part that is down shows as ``webhooks_up`` 0."""
-        from prometheus_client.core import GaugeMetricFamily
-
-        up = GaugeMetricFamily(
-            "webhooks_up",
-            "Whether this scrape could read a part (1) or not (0): counters (Redis), "
-            "database, broker",
-            labels=["part"],
-        )
-        yield from self._counters(up)
-        yield from self._database(up)
-        yield from self._broker(up)
-        yield up
-
-    def _counters(self, up: Any) -> Iterable[Any]:
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-
-        store = get_store()
-        if store is None:
-            return
-        try:
-            raw = store.read()
-        except Exception as exc:  # noqa: BLE001 - a scrape reports, never fails
-            log.warning("metrics counters unreadable: %s", exc.__class__.__name__)
-            up.add_metric(["counters"], 0)
-            return
-        up.add_metric(["counters"], 1)
-        parsed = [(*_parse_field(field), value) for field, value in raw.items()]
-
-        def values(name: str) -> list[tuple[dict[str, str], float]]:
-            return [(labels, value) for n, labels, value in parsed if n == name]
-
-        ingested = CounterMetricFamily(
-            "webhooks_messages_ingested",
-            "Messages accepted (events, custom sends and tests), counted when fanned out; "
-            "deployment-wide",
-            labels=["kind"],
-        )
-        by_kind = {labels.get("kind"): value for labels, value in values("messages_ingested")}
-        for kind in ("event", "custom", "test"):
-            ingested.add_metric([kind], by_kind.get(kind, 0.0))
-        yield ingested
-
-        completed = CounterMetricFamily(
-            "webhooks_deliveries_completed",
-            "Deliveries that reached a final outcome (delivered, or failed with attempts "
-            "exhausted or 410); deployment-wide",
-            labels=["outcome"],
-        )
-        by_outcome = {
-            labels.get("outcome"): value for labels, value in values("deliveries_completed")
-        }
-        for outcome in ("delivered", "failed"):
-            completed.add_metric([outcome], by_outcome.get(outcome, 0.0))
-        yield completed
-
-        attempts = CounterMetricFamily(
-            "webhooks_attempts",
-            "Delivery attempts by answer class (error: no answer) and trigger; deployment-wide",
-            labels=["status_class", "trigger"],
-        )
-        seen = {
-            (labels.get("status_class"), labels.get("trigger")): value
-            for labels, value in values("attempts")
-        }
-        for cls in STATUS_CLASSES:
-            for trigger in ("scheduled", "manual", "test"):
-                attempts.add_metric([cls, trigger], seen.get((cls, trigger), 0.0))
-        yield attempts
-
-        per_bucket = {
-            labels.get("le"): value for labels, value in values("attempt_duration_bucket")
-        }
-        buckets, running = [], 0.0
-        for bound in DURATION_BUCKETS:
-            running += per_bucket.get(repr(bound), 0.0)
-            buckets.append((repr(bound), running))
-        running += per_bucket.get("+Inf", 0.0)
-        buckets.append(("+Inf", running))
-        sums = values("attempt_duration_sum")
-        yield HistogramMetricFamily(
-            "webhooks_attempt_duration_seconds",
-            "Duration of delivery attempts, connect to last byte read; deployment-wide",
-            buckets=buckets,
-            sum_value=sums[0][1] if sums else 0.0,
-        )
-
-    def _database(self, up: Any) -> Iterable[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:
-            with self.factory() as session:
-                gauges = database_gauges(session)
-        except Exception as exc:  # noqa: BLE001 - a scrape reports, never fails
-            log.warning("metrics database gauges unreadable: %s", exc.__class__.__name__)
-            up.add_metric(["database"], 0)
-            return
-        up.add_metric(["database"], 1)
-        for name, key, text in (
-            ("webhooks_deliveries_pending", "pending", "Deliveries not yet final; deployment-wide"),
-            (
-                "webhooks_deliveries_due",
-                "due",
-                "Pending deliveries whose next try is due and that no worker is attempting; "
-                "deployment-wide",
-            ),
-            (
-                "webhooks_deliveries_due_lag_seconds",
-                "due_lag",
-                "How late the most overdue due try is; deployment-wide",
-            ),
-            (
-                "webhooks_oldest_pending_delivery_age_seconds",
-                "oldest_pending_age",
-                "Age of the oldest pending delivery (retries wait up to hours by design); "
-                "deployment-wide",
-            ),
-            (
-                "webhooks_messages_awaiting_fanout",
-                "awaiting_fanout",
-                "Accepted messages whose deliveries are not created yet; deployment-wide",
-            ),
-        ):
-            yield GaugeMetricFamily(name, text, value=gauges[key])
-        endpoints = GaugeMetricFamily(
-            "webhooks_endpoints",
-            "Endpoints (not deleted) by status; deployment-wide",
-            labels=["status"],
-        )
-        endpoints.add_metric(["active"], gauges["endpoints_active"])
-        endpoints.add_metric(["disabled"], gauges["endpoints_disabled"])
-        yield endpoints
-
-    def _broker(self, up: Any) -> Iterable[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:
-            gauges = broker_gauges(self.settings)
-        except Exception as exc:  # noqa: BLE001 - a scrape reports, never fails
-            log.warning("metrics broker gauges unreadable: %s", exc.__class__.__name__)
-            up.add_metric(["broker"], 0)
-            return
-        if gauges is None:
-            return
-        up.add_metric(["broker"], 1)
-        depth = GaugeMetricFamily(
-            "webhooks_queue_depth",
-            "Tasks waiting in the broker queue; deployment-wide",
-            labels=["queue"],
-        )
-        for queue in QUEUES:
-            depth.add_metric([queue], gauges[f"queue:{queue}"])
-        yield depth
-
-
-@lru_cache(maxsize=1)
-def _registry() -> Any:
-    from prometheus_client import (
-        CollectorRegistry,
-        GCCollector,
-        PlatformCollector,
-        ProcessCollector,
-    )
-
-    from .db import get_sessionmaker
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(WebhooksCollector(get_sessionmaker(), get_settings()))
-    # The standard process_* and python_* figures, of the api process that answers.
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
-
-
-def render() -> tuple[bytes, str]:
-    """The exposition text of every metric and its content type."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST

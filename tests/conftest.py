@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,37 @@ import pytest
 
 # CI names its database; a developer's run gets its own, so concurrent runs never collide.
 AUTO_DATABASE = "TEST_DATABASE_URL" not in os.environ
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/webhooks_test_{os.getpid()}"
+# pytest-xdist's workers (gw0, gw1, ...) each run a share of the tests with their own worker
+# process and TRUNCATE between tests, so each gets a database and a Redis db of its own.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(_XDIST_WORKER[2:]) if _XDIST_WORKER.startswith("gw") else 0
+# One run's workers share this, so that their Redis dbs are picked together and differ.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+
+
+def _worker_database_url(url: str) -> str:
+    base, _, name = url.rpartition("/")
+    return url if _WORKER_INDEX == 0 else f"{base}/{name}_{_XDIST_WORKER}"
+
+
+def _worker_redis_url(url: str) -> str:
+    # Dbs 1..15 (0 is the default everything else uses). Each worker takes every second db
+    # from the given one: the db after it is the worker's spare (tests/webhooks_worker/
+    # test_celery_app.py publishes there so the session's worker cannot take the messages).
+    base, _, db = url.rpartition("/")
+    return f"{base}/{(int(db) - 1 + 2 * _WORKER_INDEX) % 15 + 1}"
+
+
+TEST_DATABASE_URL = _worker_database_url(
+    os.environ.get(
+        "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/webhooks_test_{os.getpid()}"
+    )
 )
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
+TEST_REDIS_URL = _worker_redis_url(
+    os.environ.get(
+        "TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + zlib.crc32(_RUN_ID.encode()) % 15}"
+    )
+)
 ADMIN_TOKEN = "test-platform-token-0123456789"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef"
 ENCRYPTION_KEY = "0dmv2Bhpj4d6C9W-YKaRH4A2e-_SMOiP5d7oBkBHkxM="
@@ -87,7 +115,8 @@ def database() -> Iterator[str]:
     upgrade(url)
     yield url
     shared_db.reset()
-    if AUTO_DATABASE:
+    # A database this run named (its own, or an xdist worker's beside CI's) goes with it.
+    if AUTO_DATABASE or _WORKER_INDEX:
         base, _, name = url.rpartition("/")
         admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:

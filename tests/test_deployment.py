@@ -3,8 +3,8 @@
 docker compose cannot run on the test machines, so its file is parsed: every service's
 command is resolved against the real entry points (the ``webhooks`` click commands,
 gunicorn's own option parser and app import, Celery's click commands on our app), and
-every variable it sets must be one ``shared/config.py`` reads. The Procfile gets the
-same checks and is then started for real with honcho.
+every variable it sets must be one the settings (``shared/config.py``) read. The
+Procfile gets the same checks and is then started for real with honcho.
 """
 
 from __future__ import annotations
@@ -59,11 +59,12 @@ _VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?]([^}]*))?\}")
 
 
 def config_variables() -> set[str]:
-    """The environment variables shared/config.py reads (its string literals)."""
-    tree = ast.parse((ROOT / "shared" / "config.py").read_text())
+    """The environment variables the settings read (string literals of shared/config.py and
+    of shared/config_checks.py, which checks single values)."""
     return {
         node.value
-        for node in ast.walk(tree)
+        for module in ("config.py", "config_checks.py")
+        for node in ast.walk(ast.parse((ROOT / "shared" / module).read_text()))
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and re.fullmatch(r"(WEBHOOKS|DATABASE|REDIS|CELERY)_[A-Z_]+", node.value)

@@ -19,7 +19,7 @@ import hmac
 
 from flask import Blueprint, Response, jsonify, request
 
-from shared import metrics
+from shared import metrics_scrape
 from shared.config import get_settings
 from shared.db import get_sessionmaker
 from shared.errors import Unauthorized
@@ -58,7 +58,7 @@ def readyz() -> Response:
 def metrics_text() -> Response:
     """Prometheus metrics of the whole deployment (a bearer token if one is configured)."""
     _require_metrics_token()
-    body, content_type = metrics.render()
+    body, content_type = metrics_scrape.render()
     return Response(body, status=200, headers={"Content-Type": content_type})
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import signals
 
-from shared import logs, metrics, tracing  # noqa: F401  (metrics: the commit-time counters)
+from shared import log_context, logs, metrics, tracing  # noqa: F401  (metrics: the commit-time counters)
 from shared.config import ConfigError, get_settings
 from shared.task_names import Task
 
@@ -102,12 +102,12 @@ def _bind_task(task_id: str | None = None, task: Any = None, args: Any = None, *
     if task_id is None or task is None:
         return
     fields: dict[str, Any] = {"task_id": task_id, "task_name": task.name}
-    if task.name in logs.DELIVERY_TASKS and args:
+    if task.name in log_context.DELIVERY_TASKS and args:
         fields["delivery_id"] = args[0]
         if task.name == Task.DELIVER and len(args) > 1:
             fields["try_number"] = args[1]
-        fields.update(logs.known_delivery(str(args[0])))
-    token = logs.set_context(**fields)
+        fields.update(log_context.known_delivery(str(args[0])))
+    token = log_context.set_context(**fields)
     with _tokens_lock:
         _tokens[task_id] = token
 
@@ -117,4 +117,4 @@ def _unbind_task(task_id: str | None = None, **_kw: Any) -> None:
     with _tokens_lock:
         token = _tokens.pop(task_id, None) if task_id else None
     if token is not None:
-        logs.reset_context(token)
+        log_context.reset_context(token)

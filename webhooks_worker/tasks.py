@@ -141,7 +141,7 @@ def _broker_backlog() -> int | None:
     taking that for an empty broker made the sweep re-enqueue every overdue try behind a
     long queue (thousands of duplicates under a burst).
     """
-    from shared.metrics import broker_gauges
+    from shared.metrics_scrape import broker_gauges
 
     try:
         gauges = broker_gauges(get_settings()) or {}  # None: the embedded broker, no gauges

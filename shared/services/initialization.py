@@ -19,13 +19,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import notify
 from ..config import get_settings
-from ..crypto import encrypt, new_signing_secret
 from ..errors import DomainError, NotFound
-from ..events import PRECONFIGURED_CATEGORIES, PreconfiguredCategory
+from ..events import PRECONFIGURED_CATEGORIES
 from ..models import Application, Endpoint, Organization, OrganizationInitialization, new_id, utcnow
-from ..targets import parse_allowlist, validate_target_url
+from .preconfigured import apply_categories, preconfigured_url
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +36,6 @@ MAX_RETRY_DELAY = 3600.0
 RETRY_LEASE = timedelta(minutes=5)
 RETRY_BATCH = 100
 LAST_ERROR_MAX = 2000
-# Preconfigured URLs are operator configuration, not user input: they skip the save-time
-# SSRF check (the operator may well point them at an internal collector). The connect-time
-# guard in shared/http.py still applies to every delivery, so nothing is opened by this.
-_OPERATOR_URLS = parse_allowlist("*")
 
 
 @dataclass
@@ -67,15 +61,6 @@ def retry_delay(failed_tries: int) -> float:
     """Seconds to wait after the ``failed_tries``-th failure: 30, 60, 120, ... capped at 1 h."""
     exponent = min(max(failed_tries, 1) - 1, 20)
     return min(FIRST_RETRY_DELAY * 2**exponent, MAX_RETRY_DELAY)
-
-
-def preconfigured_url(base_url: str, organization_id: str, category: str) -> str:
-    """The URL of one preconfigured endpoint of an organization."""
-    return f"{base_url.rstrip('/')}/{organization_id}/{category}"
-
-
-def _display_name(category: str) -> str:
-    return category.replace("-", " ").capitalize()
 
 
 def preconfigured_configs() -> list[dict]:
@@ -128,94 +113,10 @@ def _lock(session: Session, organization_id: str) -> OrganizationInitialization:
     ).one()
 
 
-def _preconfigured(session: Session, organization_id: str) -> dict[str, Endpoint]:
-    categories = [item.category for item in PRECONFIGURED_CATEGORIES]
-    rows = session.scalars(
-        select(Endpoint).where(
-            Endpoint.organization_id == organization_id,
-            Endpoint.category.in_(categories),
-            Endpoint.deleted_at.is_(None),
-        )
-    )
-    return {endpoint.category: endpoint for endpoint in rows}
-
-
-def _create_preconfigured(
-    session: Session, organization_id: str, item: PreconfiguredCategory, url: str
-) -> Endpoint:
-    # Not endpoints.create_endpoint: no user makes these (the service does, on its own
-    # authority), and their URL is operator configuration (see _OPERATOR_URLS).
-    now = utcnow()
-    endpoint = Endpoint(
-        id=new_id("whk"),
-        organization_id=organization_id,
-        user_id=None,
-        scope="account",
-        url=validate_target_url(url, _OPERATOR_URLS, resolve=False),
-        name=_display_name(item.category),
-        description=item.description,
-        event_types=list(item.event_types),
-        is_active=True,
-        payload_format="daytona",
-        timeout_seconds=30,
-        max_retries=3,
-        category=item.category,
-        secret_encrypted=encrypt(new_signing_secret()),
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(endpoint)
-    session.flush()
-    notify.endpoint_event_after_commit(session, "endpoint.created", endpoint.id)
-    return endpoint
-
-
-def _apply_categories(
-    session: Session, init: OrganizationInitialization, *, restore: bool
-) -> tuple[list[Endpoint], int, int]:
-    """Create missing preconfigured endpoints (and, with ``restore``, reset changed ones).
-
-    The caller holds the initialization row's lock. Returns the endpoints in category
-    order with the numbers created and updated.
-    """
-    organization_id = init.organization_id
-    existing = _preconfigured(session, organization_id)
-    base = get_settings().preconfigured_base_url
-    created = updated = 0
-    if base:
-        for item in PRECONFIGURED_CATEGORIES:
-            url = preconfigured_url(base, organization_id, item.category)
-            endpoint = existing.get(item.category)
-            if endpoint is None:
-                existing[item.category] = _create_preconfigured(session, organization_id, item, url)
-                created += 1
-            elif restore and (
-                endpoint.url != url
-                or endpoint.event_types != list(item.event_types)
-                or endpoint.description != item.description
-            ):
-                # In place: the id and the signing secrets stay, so receivers keep working.
-                endpoint.url = validate_target_url(url, _OPERATOR_URLS, resolve=False)
-                endpoint.event_types = list(item.event_types)
-                endpoint.description = item.description
-                endpoint.updated_at = utcnow()
-                notify.endpoint_event_after_commit(session, "endpoint.updated", endpoint.id)
-                updated += 1
-    ordered = [
-        existing[item.category] for item in PRECONFIGURED_CATEGORIES if item.category in existing
-    ]
-    ids = [endpoint.id for endpoint in ordered]
-    if init.endpoint_ids != ids:
-        init.endpoint_ids = ids
-    init.endpoints_created = bool(ids)
-    session.flush()
-    return ordered, created, updated
-
-
 def ensure_preconfigured_endpoints(session: Session, *, organization_id: str) -> list[Endpoint]:
     """The organization's preconfigured endpoints, the missing ones created (never twice)."""
     init = _lock(session, organization_id)
-    endpoints, _created, _updated = _apply_categories(session, init, restore=False)
+    endpoints, _created, _updated = apply_categories(session, init, restore=False)
     return endpoints
 
 
@@ -230,7 +131,7 @@ def initialize_organization(
     if application is None:
         session.add(Application(id=new_id("app"), organization_id=organization_id))
         session.flush()
-    _apply_categories(session, init, restore=False)
+    apply_categories(session, init, restore=False)
     init.application_created = True
     init.status = "initialized"
     init.last_error = None
@@ -407,7 +308,7 @@ def update_all_endpoints(session: Session) -> UpdateReport:
     organization_ids = list(session.scalars(select(Organization.id).order_by(Organization.id)))
     for organization_id in organization_ids:
         init = _lock(session, organization_id)
-        _endpoints, created, updated = _apply_categories(session, init, restore=True)
+        _endpoints, created, updated = apply_categories(session, init, restore=True)
         report.organizations += 1
         report.created += created
         report.updated += updated

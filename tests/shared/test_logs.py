@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from shared import logs, queue
+from shared import log_context, logs, queue
 from tests.conftest import ADMIN_TOKEN, ENCRYPTION_KEY, PLATFORM
 
 
@@ -42,19 +42,19 @@ def test_json_line_carries_the_ids_and_scrubs_secrets():
 
 def test_bound_context_and_known_deliveries_fill_in_missing_ids():
     handler, stream = _capture("json")
-    logs.remember_delivery(
+    log_context.remember_delivery(
         "whd-known", message_id="evt-1", endpoint_id="whk-1", organization_id="org-1"
     )
     log = logging.getLogger("webhooks.test")
     try:
         log.warning("only the delivery", extra={"delivery_id": "whd-known"})
-        with logs.bind_context(task_id="t-1"):
+        with log_context.bind_context(task_id="t-1"):
             log.warning("inside a task")
         log.warning("outside")
     finally:
         logging.getLogger().removeHandler(handler)
     first, inside, outside = (json.loads(x) for x in stream.getvalue().splitlines())
-    assert {k: first[k] for k in logs.CONTEXT_FIELDS if k in first} == {
+    assert {k: first[k] for k in log_context.CONTEXT_FIELDS if k in first} == {
         "organization_id": "org-1",
         "endpoint_id": "whk-1",
         "message_id": "evt-1",
@@ -116,7 +116,7 @@ def test_every_worker_line_about_a_delivery_names_its_message_endpoint_and_org(
                 select(Delivery.id).where(Delivery.message_id == message_id)
             ).one()
         # A fresh process would not have seen the row yet: forget it here too.
-        logs._delivery_ids = logs._DeliveryIds()
+        log_context._delivery_ids = log_context._DeliveryIds()
         result = tasks.deliver.apply(args=[delivery_id, 1])
         assert result.get() == "delivered"
     finally:
@@ -140,7 +140,7 @@ def test_background_lines_keep_their_order_ids_and_arguments():
     log = logging.getLogger("webhooks.test")
     arguments = {"n": 1}
     try:
-        with logs.bind_context(task_id="t-bg", delivery_id="whd-bg"):
+        with log_context.bind_context(task_id="t-bg", delivery_id="whd-bg"):
             for n in range(200):
                 log.warning("line %d of %s", n, arguments)
         arguments["n"] = 2  # changed after logging: the line shows what was logged

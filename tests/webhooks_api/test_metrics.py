@@ -212,13 +212,27 @@ def test_due_but_unsent_deliveries_and_oldest_pending_age(client, org, make_rece
     assert 120 <= total(samples, "webhooks_oldest_pending_delivery_age_seconds") < 180
 
 
-def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(client, worker):
+def _blocked_clients(redis_client) -> int:
+    """Connections to the test db waiting in a blocking command (a worker's BRPOP)."""
+    db = str(redis_client.connection_pool.connection_kwargs.get("db", 0))
+    return sum(
+        1 for c in redis_client.client_list() if c.get("db") == db and "b" in c.get("flags", "")
+    )
+
+
+def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(
+    client, worker, redis_client
+):
     from webhooks_worker.celery_app import app as celery
 
     queues = ("webhooks", "webhooks.retry")
-    # Stop the worker from taking tasks, so that they wait in Redis.
+    # Stop the worker from taking tasks, so that they wait in Redis. The session has one
+    # worker: its reply ends the wait (a broadcast otherwise waits out the whole timeout).
     for queue in queues:
-        assert celery.control.cancel_consumer(queue, reply=True, timeout=5)
+        assert celery.control.cancel_consumer(queue, reply=True, timeout=5, limit=1)
+    # A pop the worker began before the cancel (kombu blocks on the queues for up to 1 s)
+    # would still take a task: wait until it has ended.
+    wait_until(lambda: _blocked_clients(redis_client) == 0, timeout=10)
     try:
         celery.send_task("webhooks.purge")
         celery.send_task("webhooks.purge")
@@ -230,7 +244,7 @@ def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(clien
         assert total(samples, "webhooks_queue_depth", queue="webhooks.retry") == 2
     finally:
         for queue in queues:
-            celery.control.add_consumer(queue, reply=True, timeout=5)
+            celery.control.add_consumer(queue, reply=True, timeout=5, limit=1)
     wait_until(lambda: total(scrape(client), "webhooks_queue_depth") == 0)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ... import logs
+from ... import log_context
 from ...db import first_row
 from ...models import Delivery, DeliveryStatus, Endpoint, Message, Trigger, utcnow
 from ...models.base import UTCDateTime
@@ -209,8 +209,8 @@ def claim_scheduled_try(
             delivery, endpoint, message = (
                 SimpleNamespace(**parts[k]) for k in ("delivery", "endpoint", "message")
             )
-            # No ORM load tells the log context whose delivery this is (shared.logs).
-            logs.remember_delivery(
+            # No ORM load tells the log context whose delivery this is (shared.log_context).
+            log_context.remember_delivery(
                 delivery_id,
                 message_id=message.id,
                 endpoint_id=endpoint.id,
