@@ -197,8 +197,14 @@ def count_attempt(
         return
     counts = attempt_increments(status_code, trigger, duration_ms)
     if completed is not None:
-        counts[_field("deliveries_completed", outcome=completed)] += 1
+        counts[_completed_field(completed)] += 1
     store.add(counts)
+
+
+@lru_cache(maxsize=8)
+def _completed_field(outcome: str) -> str:
+    # Two outcomes, named on every completed delivery: built once each.
+    return _field("deliveries_completed", outcome=outcome)
 
 
 @event.listens_for(Session, "after_flush")

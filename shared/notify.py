@@ -1,8 +1,11 @@
 """Live events for the socket (docs/api.md §7), published from any process through the broker.
 
 Workers, beat and api processes all publish through python-socketio's write-only client
-manager on the broker (one background thread per process sends them); every api process
-listens on the same channel and relays each event to the sockets in the event's rooms.
+manager on the broker; every api process listens on the same channel and relays each
+event to the sockets in the event's rooms. On Redis the manager's PUBLISHes leave with
+the process's courier (``shared.courier``: one pipeline every few milliseconds, with the
+metrics counters), so a delivery thread only encodes its event; on other brokers one
+background thread per process sends them.
 Nothing here raises: a live event is a courtesy on top of the database, so a broker
 hiccup is logged and the caller goes on.
 
@@ -28,6 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .config import Settings, get_settings
+from .courier import Courier, get_courier
+from .courier import flush_all as flush_courier
 from .db import after_commit, get_sessionmaker
 from .models import Endpoint
 from .schemas import AttemptEventSchema, EndpointSchema
@@ -110,12 +115,34 @@ def make_client_manager(settings: Settings, *, write_only: bool) -> Any:
         options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
         if write_only:  # a listener waits on its subscription as long as it likes
             options["socket_timeout"] = CONNECT_TIMEOUT_SECONDS
-        return socketio.RedisManager(
+        manager = socketio.RedisManager(
             redis_url, channel=channel, write_only=write_only, redis_options=options
         )
+        if write_only:
+            # The manager builds python-socketio's own message and hands it to the Redis
+            # client in its public ``redis`` attribute: the courier stands in for that
+            # client, so a burst of attempts' events is one pipeline instead of a round
+            # trip each. Should a later python-socketio call something else on it, its
+            # publish fails, the manager reconnects with a Redis client of its own and
+            # publishes directly: slower, never lost.
+            manager.redis = CourierRedis(get_courier(redis_url))
+            manager.connected = True
+        return manager
     if settings.broker_url.startswith("sqla+"):
         return None
     return socketio.KombuManager(settings.broker_url, channel=channel, write_only=write_only)
+
+
+class CourierRedis:
+    """The one Redis method a write-only manager publishes with, sent by the courier."""
+
+    def __init__(self, courier: Courier) -> None:
+        self.courier = courier
+
+    def publish(self, channel: str, payload: str | bytes) -> int:
+        """Queue ``payload`` for the courier's next pipeline (no receiver count is known)."""
+        self.courier.publish(channel, payload)
+        return 0
 
 
 class QueueRelay:
@@ -209,10 +236,13 @@ MAX_PENDING = 10_000
 
 
 class _Publisher:
-    """One background thread per process emits every live event through the manager.
+    """Emits every live event through the process's write-only manager.
 
-    A delivery thread only appends to a queue, so it never waits on the broker, and the
-    manager (kombu connections are not thread-safe) is only ever used by one thread.
+    A manager whose publishes go to the courier (Redis) never waits on the broker and
+    shares nothing between calls but the courier's locked buffer, so the calling thread
+    emits itself: handing each event to another thread cost more than encoding it. Any
+    other manager is used by one background thread only (kombu connections are not
+    thread-safe), and a delivery thread only appends to its queue.
     """
 
     def __init__(self) -> None:
@@ -223,12 +253,26 @@ class _Publisher:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._busy = False
+        # The manager when the calling thread emits itself (its publishes are buffered).
+        self._direct: Any = None
 
     def emit(self, event: str, data: dict, rooms: list[str]) -> None:
+        direct = self._direct
+        if direct is not None and self._pid == os.getpid():
+            direct.emit(event, data, namespace="/", room=rooms)
+            return
         with self._lock:
             if self._pid != os.getpid():  # a forked child has no thread and no connection
                 self._pid, self._manager, self._thread = os.getpid(), None, None
+                self._direct = None
                 self._pending.clear()
+            if self._manager is None and not self._pending and not self._busy:
+                self._manager = self._build()
+                if _buffered(self._manager):
+                    self._direct = self._manager
+            if self._direct is not None:
+                self._direct.emit(event, data, namespace="/", room=rooms)
+                return
             self._pending.append((event, data, rooms))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="live-events", daemon=True)
@@ -252,18 +296,29 @@ class _Publisher:
 
     def _send(self, event: str, data: dict, rooms: list[str]) -> None:
         if self._manager is None:
-            settings = get_settings()
-            self._manager = make_relay(settings) or make_client_manager(settings, write_only=True)
+            self._manager = self._build()
         self._manager.emit(event, data, namespace="/", room=rooms)
+
+    @staticmethod
+    def _build() -> Any:
+        settings = get_settings()
+        return make_relay(settings) or make_client_manager(settings, write_only=True)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued event was handed to the broker; False on timeout."""
         with self._lock:
-            return self._ready.wait_for(lambda: not self._pending and not self._busy, timeout)
+            handed = self._ready.wait_for(lambda: not self._pending and not self._busy, timeout)
+        flush_courier()
+        return handed
 
     def reset(self) -> None:
         with self._lock:
             self._manager = None
+            self._direct = None
+
+
+def _buffered(manager: Any) -> bool:
+    return isinstance(getattr(manager, "redis", None), CourierRedis)
 
 
 _publisher = _Publisher()

@@ -74,3 +74,42 @@ def test_published_events_reach_redis_subscribers_once_flushed():
         ]
     finally:
         subscriber.close()
+
+
+def _receive(subscriber, count: int) -> list[dict]:
+    got: list[dict] = []
+    deadline = time.monotonic() + 5
+    while len(got) < count and time.monotonic() < deadline:
+        message = subscriber.get_message(timeout=0.5)
+        if message:
+            got.append(json.loads(message["data"]))
+    return got
+
+
+def test_a_write_only_manager_publishes_through_the_courier_in_one_pipeline():
+    settings = get_settings()
+    subscriber = redis.Redis.from_url(TEST_REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(notify.channel_name(settings))
+    try:
+        manager = notify.make_client_manager(settings, write_only=True)
+        assert isinstance(manager.redis, notify.CourierRedis)
+        manager.emit("endpoint.updated", {"n": 1}, namespace="/", room=["org:x:all"])
+        assert _receive(subscriber, 1) != []  # the courier's own flush sends it
+    finally:
+        subscriber.close()
+
+
+def test_a_manager_that_stops_using_the_courier_still_publishes_directly():
+    # What a python-socketio that no longer publishes through ``redis.publish`` would do:
+    # the stand-in lacks what it calls, and the manager reconnects with its own client.
+    settings = get_settings()
+    subscriber = redis.Redis.from_url(TEST_REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(notify.channel_name(settings))
+    try:
+        manager = notify.make_client_manager(settings, write_only=True)
+        manager.redis = object()
+        manager.emit("endpoint.updated", {"n": 2}, namespace="/", room=["org:x:all"])
+        got = _receive(subscriber, 1)
+        assert [(m["event"], m["data"]) for m in got] == [("endpoint.updated", [{"n": 2}])]
+    finally:
+        subscriber.close()
