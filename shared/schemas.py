@@ -154,7 +154,7 @@ class FailingNoticeSchema(Schema):
 
 
 class EndpointStatsSchema(Schema):
-    """An endpoint's delivery figures (``services.endpoints.EndpointStats``)."""
+    """An endpoint's delivery figures (``services.endpoint_stats.EndpointStats``)."""
 
     total = fields.Integer()
     successful = fields.Integer()
@@ -271,7 +271,7 @@ class OperatorEndpointSchema(EndpointSchema):
 
 
 class OperatorEndpointWithStatsSchema(through(OperatorEndpointSchema, "endpoint")):
-    """An endpoint and its delivery figures (``services.endpoints.EndpointWithStats``)."""
+    """An endpoint and its delivery figures (``services.endpoint_stats.EndpointWithStats``)."""
 
     stats = fields.Nested(
         EndpointStatsSchema,

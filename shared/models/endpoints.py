@@ -35,7 +35,7 @@ class Endpoint(Base):
     category: Mapped[str | None] = mapped_column(String(32), nullable=True)
     secret_encrypted: Mapped[str] = mapped_column(Text)
     # Every rotated-out secret still signing: a JSON list of {secret: <Fernet token>,
-    # expiresAt} (migration 0003; services.endpoints.previous_secrets reads it), and the last
+    # expiresAt} (migration 0003; services.endpoint_secrets.previous_secrets reads it), and the last
     # of their expiries. Singular names from 0001, kept: the worker's claim reads them.
     previous_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -2,61 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import events, filters, notify
 from ..config import get_settings
-from ..crypto import decrypt, encrypt, new_signing_secret
-from ..errors import Conflict, Forbidden, Invalid, NotFound
+from ..crypto import encrypt, new_signing_secret
+from ..errors import Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
-from ..payloads import format_timestamp
 from ..targets import validate_target_url
 from . import endpoint_headers, endpoint_lifetime, operational_events
 from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
 SCOPES = ("user", "account")
-# docs/api.md §5: a rotated-out secret keeps signing alongside the new one for a day.
-ROTATION_OVERLAP = timedelta(hours=24)
-# At most this many secrets sign a message at once (the current one and those rotated out
-# in the last 24 h). Each adds a signature of about 50 bytes to the webhook-signature
-# header, and HTTP servers commonly refuse a header line past 8 KiB; a script rotating in
-# a loop would otherwise make every delivery unreadable. A rotation past it is refused
-# until the oldest rotated-out secret expires.
-MAX_SIGNING_SECRETS = 10
 TIMEOUT_RANGE = (5, 300)
 RETRIES_RANGE = (0, 10)
-
-
-@dataclass
-class EndpointStats:
-    """Delivery figures of one endpoint, derived from its deliveries (no hot counter row)."""
-
-    total: int = 0
-    successful: int = 0
-    failed: int = 0
-    pending: int = 0
-    last_delivery_at: datetime | None = None
-    last_success_at: datetime | None = None
-    last_failure_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointWithStats:
-    """An endpoint with its delivery figures, as the faces that show both read it.
-
-    ``secret`` is the signing secret in clear, set only on the answer that creates the
-    endpoint: it is shown that once.
-    """
-
-    endpoint: Endpoint
-    stats: EndpointStats
-    secret: str | None = None
 
 
 # A dataclass, not a NamedTuple: a route returns it for its schema to render, and Flask
@@ -124,55 +87,6 @@ def list_endpoints(
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query)), total
-
-
-def endpoint_stats(session: Session, endpoint_ids: list[str]) -> dict[str, EndpointStats]:
-    """Delivery figures for many endpoints in one grouped query."""
-    stats = {eid: EndpointStats() for eid in endpoint_ids}
-    if not endpoint_ids:
-        return stats
-    rows = session.execute(
-        select(
-            Delivery.endpoint_id,
-            func.count(),
-            func.sum(case((Delivery.status == "delivered", 1), else_=0)),
-            func.sum(case((Delivery.status == "failed", 1), else_=0)),
-            func.sum(case((Delivery.status == "pending", 1), else_=0)),
-            func.max(Delivery.last_attempt_at),
-            func.max(Delivery.delivered_at),
-            func.max(Delivery.last_failure_at),
-        )
-        .where(Delivery.endpoint_id.in_(endpoint_ids))
-        .group_by(Delivery.endpoint_id)
-    )
-    from ..models.base import UTCDateTime
-
-    as_dt = UTCDateTime().process_result_value
-    dialect = session.get_bind().dialect
-    for eid, total, ok, failed, pending, last, last_ok, last_fail in rows:
-        stats[eid] = EndpointStats(
-            total=total,
-            successful=int(ok or 0),
-            failed=int(failed or 0),
-            pending=int(pending or 0),
-            last_delivery_at=_coerce_dt(as_dt, last, dialect),
-            last_success_at=_coerce_dt(as_dt, last_ok, dialect),
-            last_failure_at=_coerce_dt(as_dt, last_fail, dialect),
-        )
-    return stats
-
-
-def with_stats(session: Session, items: list[Endpoint]) -> list[EndpointWithStats]:
-    """Each endpoint with its delivery figures (one grouped query for them all)."""
-    stats = endpoint_stats(session, [endpoint.id for endpoint in items])
-    return [EndpointWithStats(endpoint, stats[endpoint.id]) for endpoint in items]
-
-
-def _coerce_dt(convert, value, dialect):
-    # Aggregates lose the column type on SQLite (they come back as strings).
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return convert(value, dialect)
 
 
 def _check_range(name: str, value: object, lo: int, hi: int) -> int:
@@ -410,64 +324,3 @@ def cancel_pending_deliveries(session: Session, *, endpoint_id: str, reason: str
         )
     )
     return result.rowcount or 0
-
-
-def rotate_secret(session: Session, *, principal: Principal, endpoint_id: str) -> str:
-    """Replace the signing secret; every rotated-out one keeps signing for its own 24 hours."""
-    endpoint = get_endpoint_for_change(session, principal=principal, endpoint_id=endpoint_id)
-    # Locked, so that two rotations at once cannot each drop the secret the other kept.
-    session.refresh(endpoint, with_for_update=True)
-    now = utcnow()
-    expires_at = now + ROTATION_OVERLAP
-    kept = [entry for entry in previous_secrets(endpoint) if entry[1] > now]
-    # Signing after this rotation: those kept, the current one, and the new one.
-    if len(kept) + 2 > MAX_SIGNING_SECRETS:
-        oldest = min(expiry for _token, expiry in kept)
-        raise Conflict(
-            f"Too many rotations: {MAX_SIGNING_SECRETS} secrets would sign each message. "
-            f"The oldest rotated-out secret stops signing at {format_timestamp(oldest)}; "
-            "rotate again after that"
-        )
-    kept.append((endpoint.secret_encrypted, expires_at))
-    endpoint.previous_secret_encrypted = json.dumps(
-        [{"secret": token, "expiresAt": expiry.isoformat()} for token, expiry in kept]
-    )
-    endpoint.previous_secret_expires_at = expires_at  # the last of them to expire
-    secret = new_signing_secret()
-    endpoint.secret_encrypted = encrypt(secret)
-    endpoint.updated_at = now
-    session.flush()
-    return secret
-
-
-def reveal_secret(session: Session, *, principal: Principal, endpoint_id: str) -> str:
-    """The current signing secret, for root only (docs/api.md §6.2)."""
-    principal.require_root()
-    endpoint = get_endpoint(session, principal=principal, endpoint_id=endpoint_id)
-    return decrypt(endpoint.secret_encrypted)
-
-
-def previous_secrets(endpoint: Endpoint) -> list[tuple[str, datetime]]:
-    """The rotated-out secrets, each still encrypted, with its expiry; oldest first.
-
-    ``previous_secret_encrypted`` holds them as a JSON list of ``{secret, expiresAt}``
-    (migration 0003), each secret a Fernet token of its own; ``previous_secret_expires_at``
-    is the last expiry, so that an endpoint with no rotation under way is not parsed.
-    """
-    if not endpoint.previous_secret_encrypted:
-        return []
-    return [
-        (entry["secret"], datetime.fromisoformat(entry["expiresAt"]))
-        for entry in json.loads(endpoint.previous_secret_encrypted)
-    ]
-
-
-def signing_secrets(endpoint: Endpoint, *, now: datetime | None = None) -> list[str]:
-    """Every secret that signs right now: the current one, and each previous within its 24 h."""
-    now = now or utcnow()
-    secrets = [decrypt(endpoint.secret_encrypted)]
-    if endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
-        secrets.extend(
-            decrypt(token) for token, expires_at in previous_secrets(endpoint) if expires_at > now
-        )
-    return secrets

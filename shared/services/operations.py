@@ -34,7 +34,8 @@ from ..models import (
 )
 from . import deliveries, retention
 from .auth import Principal
-from .endpoints import EndpointWithStats, disable_endpoint, with_stats
+from .endpoint_stats import EndpointWithStats, with_stats
+from .endpoints import disable_endpoint
 from .organizations import create_api_key
 
 # ---- organizations and keys ----------------------------------------------------------------

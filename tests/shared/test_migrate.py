@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from shared.crypto import decrypt, encrypt, new_signing_secret
 from shared.migrate import alembic_config, upgrade
 from shared.models import Base, Endpoint, Organization
-from shared.services.endpoints import previous_secrets, signing_secrets
+from shared.services.endpoint_secrets import previous_secrets, signing_secrets
 
 # Timestamps go through the database: PostgreSQL keeps microseconds, the driver's
 # conversions no more than that.

@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared.db import session_scope
 from shared.models import Endpoint
-from shared.services.endpoints import MAX_SIGNING_SECRETS
+from shared.services.endpoint_secrets import MAX_SIGNING_SECRETS
 from tests.conftest import JWT_SECRET, PLATFORM
 from tests.support.daytona_examples import DAYTONA_DOC_EXAMPLES
 from tests.support.outage import without_database

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import Endpoint
-from shared.services.endpoints import MAX_SIGNING_SECRETS
+from shared.services.endpoint_secrets import MAX_SIGNING_SECRETS
 from tests.conftest import ADMIN_TOKEN, PLATFORM
 from tests.support.outage import without_database
 

@@ -15,7 +15,16 @@ from flask_smorest import Blueprint
 from shared import payloads
 from shared.db import get_sessionmaker
 from shared.schemas import EndpointSchema, EndpointStatsSchema, MessageSchema
-from shared.services import deliveries, endpoints, health, ingest, initialization, messages
+from shared.services import (
+    deliveries,
+    endpoint_secrets,
+    endpoint_stats,
+    endpoints,
+    health,
+    ingest,
+    initialization,
+    messages,
+)
 from shared.services.auth import Principal
 from webhooks_worker import health as probes
 
@@ -179,7 +188,7 @@ class EndpointRotateSecret(MethodView):
     def post(self, organizationId: str, endpointId: str):  # noqa: N803
         """Rotate the signing secret; the old one keeps signing alongside for 24 hours"""
         principal = _admin(organizationId)
-        secret = endpoints.rotate_secret(db(), principal=principal, endpoint_id=endpointId)
+        secret = endpoint_secrets.rotate_secret(db(), principal=principal, endpoint_id=endpointId)
         return {"secret": secret}
 
 
@@ -190,7 +199,7 @@ class EndpointSecret(MethodView):
     def get(self, organizationId: str, endpointId: str):  # noqa: N803
         """Reveal the current signing secret (root only), e.g. of a preconfigured endpoint"""
         principal = _member(organizationId)
-        secret = endpoints.reveal_secret(db(), principal=principal, endpoint_id=endpointId)
+        secret = endpoint_secrets.reveal_secret(db(), principal=principal, endpoint_id=endpointId)
         return {"secret": secret}
 
 
@@ -221,7 +230,7 @@ class EndpointStats(MethodView):
         principal = _member(organizationId)
         session = db()
         endpoint = endpoints.get_endpoint(session, principal=principal, endpoint_id=endpointId)
-        return endpoints.endpoint_stats(session, [endpoint.id])[endpoint.id]
+        return endpoint_stats.endpoint_stats(session, [endpoint.id])[endpoint.id]
 
 
 @blp.route(f"{ORG}/endpoints/<endpointId>/test")

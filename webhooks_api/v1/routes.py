@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from shared.errors import Invalid
-from shared.services import deliveries, endpoints
+from shared.services import deliveries, endpoint_secrets, endpoint_stats, endpoints
 from shared.services.ingest import parse_timestamp
 
 from ..context import current_principal, db, now_iso
@@ -38,7 +38,7 @@ def _ok(data: object) -> dict:
 
 
 def _one(session, endpoint, secret: str | None = None) -> dict:
-    (shown,) = endpoints.with_stats(session, [endpoint])
+    (shown,) = endpoint_stats.with_stats(session, [endpoint])
     return _ok(replace(shown, secret=secret))
 
 
@@ -77,7 +77,7 @@ class Webhooks(MethodView):
         )
         return _ok(
             {
-                "webhooks": endpoints.with_stats(session, items),
+                "webhooks": endpoint_stats.with_stats(session, items),
                 "pagination": {
                     "page": page,
                     "limit": limit,
@@ -164,7 +164,7 @@ class WebhookRotateSecret(MethodView):
     def post(self, endpoint_id):
         """Rotate the signing secret; the old one keeps signing for 24 hours"""
         principal = current_principal()
-        secret = endpoints.rotate_secret(db(), principal=principal, endpoint_id=endpoint_id)
+        secret = endpoint_secrets.rotate_secret(db(), principal=principal, endpoint_id=endpoint_id)
         return _ok({"secret": secret})
 
 

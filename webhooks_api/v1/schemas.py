@@ -85,7 +85,7 @@ class AdminOnlyString(fields.String):
 
 
 class V1EndpointSchema(Schema):
-    """An endpoint with its delivery figures (``services.endpoints.EndpointWithStats``)."""
+    """An endpoint with its delivery figures (``services.endpoint_stats.EndpointWithStats``)."""
 
     endpoint_id = fields.String(attribute="endpoint.id")
     url = fields.String(attribute="endpoint.url")

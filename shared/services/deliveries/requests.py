@@ -10,7 +10,7 @@ from typing import Any
 from ... import payloads
 from ...signing import webhook_headers
 from ..endpoint_headers import with_custom_headers
-from ..endpoints import signing_secrets
+from ..endpoint_secrets import signing_secrets
 
 
 @dataclass(frozen=True, slots=True)

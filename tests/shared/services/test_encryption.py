@@ -87,7 +87,7 @@ def _readable_with(key: str, tokens: list[str]) -> bool:
 
 
 def _signing_secrets() -> dict[str, list[str]]:
-    from shared.services.endpoints import signing_secrets
+    from shared.services.endpoint_secrets import signing_secrets
 
     with session_scope() as session:
         return {e.id: signing_secrets(e) for e in session.scalars(select(Endpoint))}
