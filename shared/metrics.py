@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import case, event, func, inspect, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import lanes
 from .config import Settings, get_settings
 from .models import Attempt, Delivery, Endpoint, Message, utcnow
 
@@ -53,8 +54,9 @@ COUNTERS_KEY = "webhooks:metrics"
 # Seconds; attempts end within the endpoint timeout (5-300 s, docs/api.md §5).
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
-# The broker queues (webhooks_worker.routing): first attempts and retries.
-QUEUES = ("webhooks", "webhooks.retry")
+# The broker queues (webhooks_worker.routing): first attempts and retries, each family the
+# sum of its organizations' lanes (shared.lanes) and its shared queue.
+QUEUES = tuple(lanes.FAMILIES)
 # kombu's Redis transport keeps a queue's prioritized messages in sibling lists.
 _PRIORITY_SEPARATOR = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
@@ -292,18 +294,23 @@ def broker_gauges(settings: Settings) -> dict[str, float] | None:
     )
     try:
         pipe = client.pipeline(transaction=False)
-        for queue in QUEUES:
+        names = [name for family in QUEUES for name in lanes.FAMILIES[family]]
+        for queue in names:
             pipe.llen(queue)
             for step in _PRIORITY_STEPS:
                 pipe.llen(f"{queue}{_PRIORITY_SEPARATOR}{step}")
         results = pipe.execute()
     finally:
         client.close()
-    gauges: dict[str, float] = {}
     per_queue = len(_PRIORITY_STEPS) + 1
-    for index, queue in enumerate(QUEUES):
-        gauges[f"queue:{queue}"] = float(sum(results[index * per_queue : (index + 1) * per_queue]))
-    return gauges
+    depth = {
+        queue: sum(results[index * per_queue : (index + 1) * per_queue])
+        for index, queue in enumerate(names)
+    }
+    return {
+        f"queue:{family}": float(sum(depth[name] for name in lanes.FAMILIES[family]))
+        for family in QUEUES
+    }
 
 
 class WebhooksCollector:
