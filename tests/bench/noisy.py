@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shared import lanes
 
+from .harness import CpuMeter
 from .report import ms, num, percentiles, table
 from .scenarios import (
     INGEST,
@@ -82,12 +83,14 @@ def scenario_7(ctx: Context) -> dict:
                 pool.submit(send_b, index, due)
                 index += 1
 
+    cpu = CpuMeter(ctx.stack)
     start = time.time()
     b_thread = threading.Thread(target=b_loop, args=(start,), daemon=True)
     b_thread.start()
     feed = ingest_batches(ctx, a_id, "s7a", a_events)
     got_a = wait_receipts(ctx, "s7a", a_events, timeout=600 + a_events / 20)
     a_done.set()
+    cpu_used = cpu.stop()
     b_thread.join()
     wait_receipts(ctx, "s7b", len(b_due), timeout=60)
     a_records = ctx.receiver.records("s7a")
@@ -113,6 +116,7 @@ def scenario_7(ctx: Context) -> dict:
         "b_ingest_response_time": percentiles(b_answers),
         "b_errors": b_errors[:5],
         "b_organizations_made": b_tries,
+        "cpu_seconds": cpu_used,
     }
     ctx.out(
         table(
@@ -152,5 +156,9 @@ def scenario_7(ctx: Context) -> dict:
                 ],
             ],
         )
+    )
+    ctx.out(
+        "  CPU seconds until A's last receipt: "
+        + ", ".join(f"{k} {cpu_used[k]}" for k in (*CpuMeter.GROUPS, "other_processes"))
     )
     return result
