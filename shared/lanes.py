@@ -37,6 +37,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     RETRY_QUEUE: (RETRY_QUEUE, *RETRY_LANES),
 }
 ALL_QUEUES = (*FAMILIES[FIRST_QUEUE], *FAMILIES[RETRY_QUEUE])
+# `webhooks worker --queues first|retry`: the family a dedicated pool consumes.
+FAMILY_OF = {"first": FIRST_QUEUE, "retry": RETRY_QUEUE}
 
 _LANE_BY_QUEUE = {name: n for lanes in (FIRST_LANES, RETRY_LANES) for n, name in enumerate(lanes)}
 

@@ -15,6 +15,7 @@ from shared.config import get_settings, settings_or_exit
 from shared.queue import Task
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
+from .fair_share import PoolSeesPrefetchWindow
 from .routing import TASK_QUEUES, queue_for, route_task
 from .thread_pool import ElasticThreadPool
 
@@ -266,6 +267,11 @@ def _elastic_thread_pool(sender=None, **_kwargs) -> None:
     # so that every command line (Procfile, compose, tests) stays Celery's own.
     if sender is not None and get_implementation(sender.pool_cls) is get_implementation("threads"):
         sender.pool_cls = ElasticThreadPool
+
+
+# Due countdown tasks keep their place in the prefetch window until they start
+# (webhooks_worker.fair_share).
+app.steps["consumer"].add(PoolSeesPrefetchWindow)
 
 
 @signals.worker_init.connect

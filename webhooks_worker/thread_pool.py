@@ -35,6 +35,7 @@ from celery.concurrency.base import BasePool, apply_target
 from shared.config import get_settings
 
 from .client import http_client
+from .fair_share import PrefetchWindow, had_countdown, queue_of
 
 # A post that has waited this long counts its thread as blocked. A loopback post takes
 # about a millisecond, but with the CPU busy a thread may wait some tens of milliseconds
@@ -258,23 +259,6 @@ def _blocked_posts() -> int:
     return http_client().posts_waiting_longer_than(BLOCKED_AFTER)
 
 
-def queue_of(args: Any) -> str | None:
-    """The broker queue a task the worker hands to its pool came from (None if unknown).
-
-    Celery's worker applies a task as ``trace(type, id, request, body, content_type,
-    content_encoding)`` (``celery.worker.request.Request.execute_using_pool``); the request
-    holds the message's ``delivery_info``, whose routing key is the queue's name for the
-    queues of ``webhooks_worker.routing``. Anything else (another caller of the pool, a
-    later Celery that applies differently) shares one lane: the executor's plain order.
-    """
-    try:
-        info = args[2].get("delivery_info") or {}
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return None
-    key = info.get("routing_key") if isinstance(info, dict) else None
-    return key if isinstance(key, str) else None
-
-
 class _Applied:
     """What Celery's consumer gets back from ``apply_async``: the task's future."""
 
@@ -298,6 +282,9 @@ class ElasticThreadPool(BasePool):
         self.executor = ElasticExecutor(
             self.limit, core=get_settings().worker_core_threads, blocked=_blocked_posts
         )
+        # The consumer's prefetch window, handed over by webhooks_worker.fair_share's
+        # consumer step once the consumer has one; see ``on_apply``.
+        self.prefetch_window: PrefetchWindow | None = None
 
     def on_apply(
         self,
@@ -308,10 +295,26 @@ class ElasticThreadPool(BasePool):
         accept_callback: Callable[..., Any] | None = None,
         **_options: Any,
     ) -> _Applied:
-        """Queue one task for the executor's threads, in the lane of the queue it came from."""
-        future = self.executor.submit_to(
-            queue_of(args), apply_target, target, args, kwargs, callback, accept_callback
-        )
+        """Queue one task for the executor's threads, in the lane of the queue it came from.
+
+        A countdown task that fell due keeps a place in the prefetch window until it
+        starts. Celery takes it out of the window as it hands it over, while the task is
+        still unacknowledged: with thousands of one organization's retries falling due at
+        once, the worker would count them against the window and fetch nothing, not even
+        another organization's new task, until it had run them all. Kept in the window,
+        they wait in their own lane and the worker goes on fetching.
+        """
+        window = self.prefetch_window
+        if window is not None and had_countdown(args):
+            window.hold()
+            future = self.executor.submit_to(
+                queue_of(args), window.release_then, apply_target, target, args, kwargs,
+                callback, accept_callback,
+            )  # fmt: skip
+        else:
+            future = self.executor.submit_to(
+                queue_of(args), apply_target, target, args, kwargs, callback, accept_callback
+            )
         return _Applied(future)
 
     def on_stop(self) -> None:

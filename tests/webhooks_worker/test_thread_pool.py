@@ -165,7 +165,7 @@ def test_lanes_take_turns_and_each_keeps_its_order(make_executor):
 
 def test_the_pool_puts_each_task_in_the_lane_of_its_queue():
     # How Celery's worker hands a task to the pool: trace(type, id, request, body, ...).
-    from webhooks_worker.thread_pool import queue_of
+    from webhooks_worker.fair_share import queue_of
 
     request = {"delivery_info": {"exchange": "", "routing_key": "webhooks.retry.3"}}
     assert queue_of(("webhooks.deliver", "id", request, b"", "json", "utf-8")) == "webhooks.retry.3"
