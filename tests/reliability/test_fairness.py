@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
 
 from shared import lanes
 from tests.conftest import PLATFORM
@@ -98,3 +99,60 @@ def test_an_organizations_events_are_not_delayed_behind_anothers_backlog(stack, 
         a_tried = sum(1 for at in first_tries.values() if at <= request.at)
         assert A_EVENTS - a_tried >= A_STILL_WAITING, (latency, a_tried)
         assert latency < B_LATENCY_BOUND, (latency, a_tried)
+
+
+RETRIES = 2000
+SECOND_TRY_ANSWER = 0.045  # under the pool's 50 ms: A's retries run on the core threads
+DUE_IN = 30.0
+
+
+def test_retries_falling_due_by_the_thousand_do_not_stop_the_workers_taking_new_tasks(
+    stack, make_receiver
+):
+    # A's receiver asks every first try to come back at one moment (Retry-After as an
+    # HTTP-date): the worker holds A's retries as countdown tasks and all of them fall due
+    # at once, thousands more than its threads run at a time. B reports just after: its
+    # delivery must not wait until the worker has worked through A's retries.
+    a_receiver, b_receiver = make_receiver(), make_receiver()
+    due: list[float] = []
+    lock = threading.Lock()
+
+    def a_answer(request: Received) -> Reply:
+        with lock:
+            if not due:
+                due.append(float(int(time.time() + DUE_IN)))
+            first = request.headers["webhook-id"] not in seen
+            seen.add(request.headers["webhook-id"])
+        if first:
+            return Reply(503, headers={"Retry-After": formatdate(due[0], usegmt=True)})
+        return Reply(200, delay=SECOND_TRY_ANSWER)
+
+    seen: set[str] = set()
+    a_receiver.responder = a_answer
+    api = stack.start_api()
+    # One worker process: with several, a worker that happens to hold few of A's retries
+    # may take B's task anyway, and the test would pass by luck.
+    stack.start_worker(concurrency=256)
+    org_a = create_org(api, "A")
+    org_b = _org_in_another_lane(api, lanes.lane_of(org_a.id))
+    create_endpoint(api, org_a, a_receiver.url + "/a")
+    create_endpoint(api, org_b, b_receiver.url + "/b")
+    events = [stopped_event(org_a, n) for n in range(RETRIES)]
+    for i in range(0, RETRIES, A_BATCH):
+        resp = api.post("/api/internal/events", json=events[i : i + A_BATCH], headers=PLATFORM)
+        assert resp.status_code == 202
+    a_receiver.wait_for(RETRIES, timeout=DUE_IN)  # every first try made before the moment
+    assert time.time() < due[0], "the first tries took longer than the test allows"
+
+    time.sleep(max(0.0, due[0] - time.time()) + 0.5)
+    sent = time.time()
+    resp = api.post("/api/internal/events", json=stopped_event(org_b, 0), headers=PLATFORM)
+    assert resp.status_code == 202, resp.text
+    (received,) = b_receiver.wait_for(1, timeout=60)
+
+    second_tries = sum(1 for r in list(a_receiver.requests)[RETRIES:] if r.at <= received.at)
+    assert second_tries > 0, "A's retries had not fallen due yet"
+    # Held back, B's task would have waited in Redis until the workers had nearly run out
+    # of A's retries; taken at once, it starts in its own lane's turn.
+    assert RETRIES - second_tries >= RETRIES * 2 // 3, (received.at - sent, second_tries)
+    assert received.at - sent < B_LATENCY_BOUND, (received.at - sent, second_tries)
