@@ -213,7 +213,8 @@ def test_due_but_unsent_deliveries_and_oldest_pending_age(client, org, make_rece
 def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(client, worker):
     from webhooks_worker.celery_app import app as celery
 
-    queues = ("webhooks", "webhooks.retry")
+    # The shared queues, and one organization lane of each family (shared.lanes).
+    queues = ("webhooks", "webhooks.retry", "webhooks.3", "webhooks.retry.3")
     # Stop the worker from taking tasks, so that they wait in Redis.
     for queue in queues:
         assert celery.control.cancel_consumer(queue, reply=True, timeout=5)
@@ -223,9 +224,14 @@ def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(clien
         celery.send_task("webhooks.deliver", args=["whd-nonexistent00000", 1])
         celery.send_task("webhooks.deliver", args=["whd-nonexistent00000", 2])
         celery.send_task("webhooks.sweep")  # it goes with the retries it hands over
+        # A family's depth counts its lanes too.
+        celery.send_task("webhooks.deliver", args=["whd-nonexistent00000", 1], queue="webhooks.3")
+        celery.send_task(
+            "webhooks.deliver", args=["whd-nonexistent00000", 2], queue="webhooks.retry.3"
+        )
         samples = scrape(client)
-        assert total(samples, "webhooks_queue_depth", queue="webhooks") == 3
-        assert total(samples, "webhooks_queue_depth", queue="webhooks.retry") == 2
+        assert total(samples, "webhooks_queue_depth", queue="webhooks") == 4
+        assert total(samples, "webhooks_queue_depth", queue="webhooks.retry") == 3
     finally:
         for queue in queues:
             celery.control.add_consumer(queue, reply=True, timeout=5)
