@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import lanes
 from .config import Settings, get_settings
 from .metrics import DURATION_BUCKETS, STATUS_CLASSES, get_store, parse_field
 from .models import Delivery, Endpoint, Message, utcnow
@@ -21,8 +22,9 @@ from .models import Delivery, Endpoint, Message, utcnow
 # The counters' logger: a scrape's warnings read as before the scrape had a module of its own.
 log = logging.getLogger("shared.metrics")
 
-# The broker queues (webhooks_worker.routing): first attempts and retries.
-QUEUES = ("webhooks", "webhooks.retry")
+# The broker queues (webhooks_worker.routing): first attempts and retries, each family the
+# sum of its organizations' lanes (shared.lanes) and its shared queue.
+QUEUES = tuple(lanes.FAMILIES)
 # kombu's Redis transport keeps a queue's prioritized messages in sibling lists.
 _PRIORITY_SEPARATOR = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
@@ -87,18 +89,23 @@ def broker_gauges(settings: Settings) -> dict[str, float] | None:
     )
     try:
         pipe = client.pipeline(transaction=False)
-        for queue in QUEUES:
+        names = [name for family in QUEUES for name in lanes.FAMILIES[family]]
+        for queue in names:
             pipe.llen(queue)
             for step in _PRIORITY_STEPS:
                 pipe.llen(f"{queue}{_PRIORITY_SEPARATOR}{step}")
         results = pipe.execute()
     finally:
         client.close()
-    gauges: dict[str, float] = {}
     per_queue = len(_PRIORITY_STEPS) + 1
-    for index, queue in enumerate(QUEUES):
-        gauges[f"queue:{queue}"] = float(sum(results[index * per_queue : (index + 1) * per_queue]))
-    return gauges
+    depth = {
+        queue: sum(results[index * per_queue : (index + 1) * per_queue])
+        for index, queue in enumerate(names)
+    }
+    return {
+        f"queue:{family}": float(sum(depth[name] for name in lanes.FAMILIES[family]))
+        for family in QUEUES
+    }
 
 
 class WebhooksCollector:

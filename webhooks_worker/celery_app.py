@@ -10,12 +10,13 @@ from celery import Celery, signals
 from celery.concurrency import get_implementation
 from kombu.utils.uuid import uuid
 
-from shared import db, queue
+from shared import db, lanes, queue
 from shared.config import get_settings, settings_or_exit
 from shared.queue import Task
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
-from .routing import TASK_QUEUES, route_task
+from .fair_share import PoolSeesPrefetchWindow
+from .routing import TASK_QUEUES, queue_for, route_task
 from .thread_pool import ElasticThreadPool
 
 log = logging.getLogger("webhooks.worker")
@@ -102,6 +103,10 @@ def make_celery() -> Celery:
                 # is overdue in the database, and beat's sweep enqueues it again within 60 s
                 # of its due time (shared.services.deliveries.sweep_due).
                 "ack_emulation": False,
+                # One list per queue: kombu's default keeps four per queue for message
+                # priorities, which the service never sets, and a worker's every fetch
+                # names each of them (BRPOP over every key of every lane).
+                "priority_steps": [0],
                 "socket_timeout": BROKER_SOCKET_TIMEOUT,
                 "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
             }
@@ -142,28 +147,36 @@ _DECLARE: list | None = (
 
 
 def _publish(producer, name: str, calls) -> None:
-    """Publish one ``name`` task per (args, countdown, eta), with the producer given.
+    """Publish one ``name`` task per (args, countdown, eta, organization), with the producer.
 
     Celery's own message API (``create_task_message``, ``send_task_message``) with the
     route ``send_task`` would take: the same message, headers and queue. ``send_task``
     itself cost ~180 us of CPU per task (its registry lookup, option merging and routing,
     a result object) against ~60 us for the message, and a fan-out publishes one task per
     delivery, a failing delivery one per retry. The route is worked out once per queue.
+
+    The queue is the organization's lane (``webhooks_worker.routing``). A task that names
+    no organization, published by a task that came from a lane (a retry, a try put back
+    until it is due), stays in that lane: its producer is working for that organization.
     """
     amqp = app.amqp
     task_type = app.tasks.get(name)
     root_id = parent_id = None
+    parent_lane = None
     parent = app.current_worker_task  # a fan-out: its tries descend from it, as send_task says
     if parent is not None:
         parent_id = parent.request.id
         root_id = parent.request.root_id or parent_id
+        parent_lane = lanes.lane_of_queue((parent.request.delivery_info or {}).get("routing_key"))
     routes: dict[str | None, dict] = {}
-    for args, countdown, eta in calls:
+    for args, countdown, eta, organization in calls:
         args = list(args)
-        queue_name = (route_task(name, args, None, None) or {}).get("queue")
+        queue_name = queue_for(name, args, organization, parent_lane)
         options = routes.get(queue_name)
         if options is None:
-            options = routes[queue_name] = amqp.router.route({}, name, args, None, task_type)
+            options = routes[queue_name] = amqp.router.route(
+                {"queue": queue_name} if queue_name else {}, name, args, None, task_type
+            )
         message = amqp.create_task_message(
             uuid(),
             name,
@@ -180,19 +193,24 @@ def _publish(producer, name: str, calls) -> None:
         amqp.send_task_message(producer, name, message, declare=_DECLARE, **options)
 
 
-def _send(name: str, args, countdown, eta) -> None:
+def _send(name: str, args, countdown, eta, organization=None) -> None:
     with app.producer_or_acquire() as producer:
-        _publish(producer, name, [(args, countdown, eta)])
+        _publish(producer, name, [(args, countdown, eta, organization)])
 
 
 # Tasks published per pipeline flush when sending many (kombu counts Redis commands).
 PUBLISH_BATCH = 500
 
 
-def _send_many(name: str, args_list) -> None:
+def _send_many(name: str, args_list, organizations=None) -> None:
     # One producer and kombu's publish batch: the LPUSHes of a fan-out leave in pipelines.
+    owners = organizations if organizations is not None else [None] * len(args_list)
     with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        _publish(producer, name, [(args, None, None) for args in args_list])
+        _publish(
+            producer,
+            name,
+            [(args, None, None, owner) for args, owner in zip(args_list, owners, strict=True)],
+        )
 
 
 _send.many = _send_many  # type: ignore[attr-defined]  (shared.queue.enqueue_many)
@@ -254,6 +272,11 @@ def _elastic_thread_pool(sender=None, **_kwargs) -> None:
     # so that every command line (Procfile, compose, tests) stays Celery's own.
     if sender is not None and get_implementation(sender.pool_cls) is get_implementation("threads"):
         sender.pool_cls = ElasticThreadPool
+
+
+# Due countdown tasks keep their place in the prefetch window until they start
+# (webhooks_worker.fair_share).
+app.steps["consumer"].add(PoolSeesPrefetchWindow)
 
 
 @signals.worker_init.connect

@@ -194,12 +194,18 @@ def run_workers(
     concurrency: int,
     loglevel: str = "INFO",
     beat_schedule: str | None = None,
+    queues: Sequence[str] | None = None,
 ) -> int:
-    """Run ``processes`` delivery workers until SIGTERM or SIGINT; the exit status."""
+    """Run ``processes`` delivery workers until SIGTERM or SIGINT; the exit status.
+
+    ``queues``: the broker queues each process consumes (Celery's ``-Q``); None for all.
+    """
     commands = []
     for index in range(processes):
         # Beat inside the first worker: the all-in-one `webhooks up`, one machine only.
         extra = ["--beat", "--schedule", beat_schedule] if beat_schedule and index == 0 else []
+        if queues:
+            extra = [*extra, "-Q", ",".join(queues)]
         commands.append(
             worker_command(index, concurrency=concurrency, loglevel=loglevel, extra=extra)
         )

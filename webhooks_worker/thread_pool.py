@@ -8,7 +8,14 @@ PostgreSQL spends more CPU per statement the more of them write at once. The con
 is there for receivers that hang (a healthy endpoint must not wait behind their
 timeouts), so that is what it is spent on here: ``ElasticExecutor`` runs up to ``core``
 threads, plus one for every post that has waited longer than ``BLOCKED_AFTER``, up to the
-concurrency. Tasks start in the order they came.
+concurrency.
+
+Tasks wait for a thread in lanes, one per broker queue they came from, and the lanes take
+turns: tasks of one lane start in the order they came, and a task of a lane with one task
+waiting starts before the second of a lane with thousands. The queues are organizations'
+lanes (``shared.lanes``): without turns here, a worker holding a batch of one
+organization's tasks (all it has prefetched, or thousands of retries coming due at once)
+would run them all before another organization's task it took from the broker just after.
 
 ``ElasticThreadPool`` plugs it into Celery as a pool (``celery.concurrency.base.BasePool``);
 ``webhooks_worker.celery_app`` makes it the pool of ``--pool threads``, so the command lines
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, wait
 from typing import Any
 
@@ -28,6 +35,7 @@ from celery.concurrency.base import BasePool, apply_target
 from shared.config import get_settings
 
 from .client import http_client
+from .fair_share import PrefetchWindow, had_countdown, queue_of
 
 # A post that has waited this long counts its thread as blocked. A loopback post takes
 # about a millisecond, but with the CPU busy a thread may wait some tens of milliseconds
@@ -65,7 +73,8 @@ class ElasticExecutor:
     """An executor that runs ``core`` threads, plus one per blocked post, up to ``max_threads``.
 
     ``blocked()`` says how many posts wait on something slow. Tasks start in the order they
-    were submitted; threads beyond ``core`` end after ``retire_after`` idle seconds.
+    were submitted to their lane, the lanes with tasks waiting taking turns; threads beyond
+    ``core`` end after ``retire_after`` idle seconds.
     """
 
     def __init__(
@@ -87,7 +96,10 @@ class ElasticExecutor:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._backlog = threading.Condition(self._lock)
-        self._queue: deque[_Task] = deque()
+        # Tasks waiting for a thread, by lane; the lanes that have some, in turn order.
+        self._lanes: dict[Hashable, deque[_Task]] = {}
+        self._turns: deque[Hashable] = deque()
+        self._waiting = 0
         self._threads: set[threading.Thread] = set()
         # Threads waiting for a task, counting those just started: a task queued while
         # len(queue) <= idle will be taken without a new thread.
@@ -109,7 +121,7 @@ class ElasticExecutor:
     def waiting(self) -> int:
         """How many submitted tasks wait for a thread."""
         with self._lock:
-            return len(self._queue)
+            return self._waiting
 
     def allowed_threads(self) -> int:
         """How many threads the executor may run now: core plus one per blocked post."""
@@ -117,12 +129,18 @@ class ElasticExecutor:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` on a thread, after the tasks submitted before it."""
+        return self.submit_to(None, fn, *args, **kwargs)
+
+    def submit_to(
+        self, lane: Hashable, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future:
+        """Run ``fn(*args, **kwargs)`` on a thread, in ``lane``'s turn (see the class)."""
         task = _Task(fn, args, kwargs)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
-            self._queue.append(task)
-            if len(self._queue) > self._idle:
+            self._push(lane, task)
+            if self._waiting > self._idle:
                 # No idle thread will take it: a new thread if the pool may grow now, else
                 # the watcher grows it as soon as enough posts are blocked.
                 if len(self._threads) < self.core or len(self._threads) < self.allowed_threads():
@@ -139,8 +157,8 @@ class ElasticExecutor:
         with self._lock:
             self._shutdown = True
             if cancel_futures:
-                while self._queue:
-                    self._queue.popleft().future.cancel()
+                while self._waiting:
+                    self._pop().future.cancel()
             threads = list(self._threads)
             watcher = self._watcher
             self._work.notify_all()
@@ -152,6 +170,26 @@ class ElasticExecutor:
                 watcher.join()
 
     # -- with the lock held
+
+    def _push(self, lane: Hashable, task: _Task) -> None:
+        waiting = self._lanes.get(lane)
+        if waiting is None:
+            waiting = self._lanes[lane] = deque()
+            self._turns.append(lane)
+        waiting.append(task)
+        self._waiting += 1
+
+    def _pop(self) -> _Task:
+        """The next task: the first of the lane whose turn it is; that lane goes last."""
+        lane = self._turns.popleft()
+        waiting = self._lanes[lane]
+        task = waiting.popleft()
+        if waiting:
+            self._turns.append(lane)
+        else:
+            del self._lanes[lane]
+        self._waiting -= 1
+        return task
 
     def _start_thread(self) -> None:
         self._started += 1
@@ -170,7 +208,7 @@ class ElasticExecutor:
 
     def _grow(self) -> None:
         """Start threads for waiting tasks, as many as blocked posts allow."""
-        wanted = min(self.allowed_threads() - len(self._threads), len(self._queue) - self._idle)
+        wanted = min(self.allowed_threads() - len(self._threads), self._waiting - self._idle)
         for _ in range(max(0, wanted)):
             self._start_thread()
         if wanted > 0:
@@ -182,21 +220,21 @@ class ElasticExecutor:
         me = threading.current_thread()
         while True:
             with self._lock:
-                while not self._queue and not self._shutdown:
+                while not self._waiting and not self._shutdown:
                     extra = len(self._threads) > self.core
                     if (
                         not self._work.wait(self._retire_after if extra else None)
-                        and not self._queue
+                        and not self._waiting
                         and len(self._threads) > self.core
                     ):
                         self._idle -= 1
                         self._threads.discard(me)
                         return
-                if not self._queue:  # shut down, nothing left to run
+                if not self._waiting:  # shut down, nothing left to run
                     self._idle -= 1
                     self._threads.discard(me)
                     return
-                task = self._queue.popleft()
+                task = self._pop()
                 self._idle -= 1
             try:
                 task.run()
@@ -208,7 +246,7 @@ class ElasticExecutor:
     def _watch(self) -> None:
         with self._lock:
             while not self._shutdown:
-                if len(self._queue) > self._idle:
+                if self._waiting > self._idle:
                     self._watching = True
                     self._grow()
                     self._backlog.wait(WATCH_EVERY)
@@ -244,6 +282,9 @@ class ElasticThreadPool(BasePool):
         self.executor = ElasticExecutor(
             self.limit, core=get_settings().worker_core_threads, blocked=_blocked_posts
         )
+        # The consumer's prefetch window, handed over by webhooks_worker.fair_share's
+        # consumer step once the consumer has one; see ``on_apply``.
+        self.prefetch_window: PrefetchWindow | None = None
 
     def on_apply(
         self,
@@ -254,8 +295,26 @@ class ElasticThreadPool(BasePool):
         accept_callback: Callable[..., Any] | None = None,
         **_options: Any,
     ) -> _Applied:
-        """Queue one task for the executor's threads."""
-        future = self.executor.submit(apply_target, target, args, kwargs, callback, accept_callback)
+        """Queue one task for the executor's threads, in the lane of the queue it came from.
+
+        A countdown task that fell due keeps a place in the prefetch window until it
+        starts. Celery takes it out of the window as it hands it over, while the task is
+        still unacknowledged: with thousands of one organization's retries falling due at
+        once, the worker would count them against the window and fetch nothing, not even
+        another organization's new task, until it had run them all. Kept in the window,
+        they wait in their own lane and the worker goes on fetching.
+        """
+        window = self.prefetch_window
+        if window is not None and had_countdown(args):
+            window.hold()
+            future = self.executor.submit_to(
+                queue_of(args), window.release_then, apply_target, target, args, kwargs,
+                callback, accept_callback,
+            )  # fmt: skip
+        else:
+            future = self.executor.submit_to(
+                queue_of(args), apply_target, target, args, kwargs, callback, accept_callback
+            )
         return _Applied(future)
 
     def on_stop(self) -> None:

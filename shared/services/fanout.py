@@ -156,7 +156,10 @@ def create_deliveries(
             ],
             unique=["message_id", "endpoint_id"],
         )
-    enqueue_many_after_commit(session, Task.DELIVER, [(d, 1) for d in created])
+    owner = {row[0]: row[3] for row in rows}  # delivery id -> organization id (its lane)
+    enqueue_many_after_commit(
+        session, Task.DELIVER, [(d, 1) for d in created], [owner.get(d) for d in created]
+    )
     metrics.count_fanned_out(session, messages)
     return created
 

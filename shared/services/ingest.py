@@ -214,7 +214,9 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
             )
         ).one()
         return Accepted(first, duplicate=True)
-    enqueue_many(Task.DELIVER, [(d, 1) for d in delivery_ids])
+    enqueue_many(
+        Task.DELIVER, [(d, 1) for d in delivery_ids], [draft.organization_id] * len(delivery_ids)
+    )
     metrics.count_committed_messages([message])
     return Accepted(message, duplicate=False)
 
@@ -388,5 +390,12 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
     if plan.endpoints is not None:
         create_deliveries(session, list(by_id.values()), plan.endpoints, now)
     else:
-        enqueue_after_commit(session, Task.FANOUT, sorted(by_id))
+        # One fan-out task per organization, in that organization's lane (shared.lanes).
+        by_org: dict[str, list[str]] = {}
+        for message in by_id.values():
+            by_org.setdefault(message.organization_id, []).append(message.id)
+        for organization_id, message_ids in sorted(by_org.items()):
+            enqueue_after_commit(
+                session, Task.FANOUT, sorted(message_ids), organization=organization_id
+            )
     return results

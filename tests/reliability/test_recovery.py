@@ -16,6 +16,7 @@ import time
 
 import requests
 
+from shared import lanes
 from tests.conftest import PLATFORM
 from tests.support.receiver import Reply
 from tests.support.scenario import (
@@ -185,12 +186,13 @@ def test_a_worker_stopped_with_sigterm_hands_its_held_retry_back_to_the_broker(
         lambda: (d := _delivery(engine, message_id)) and d.attempt_count == 1 and d
     ).next_attempt_at.timestamp()
     broker = stack.redis.client()
-    wait_until(lambda: broker.llen("webhooks.retry") == 0, timeout=5)
+    retries = lanes.queue_for(org.id, retry=True)  # the organization's retry lane
+    wait_until(lambda: broker.llen(retries) == 0, timeout=5)
 
     worker.stop()
     assert worker.proc.returncode == 0, worker.log_text()[-2000:]
     # Handed back on the way out, not dropped: the queue holds it again.
-    assert broker.llen("webhooks.retry") == 1
+    assert broker.llen(retries) == 1
     # No beat runs, so only that copy can make the retry, on time.
     stack.start_worker(name="worker-2")
     retried = receiver.wait_for(2, timeout=30)[1]

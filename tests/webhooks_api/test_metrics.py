@@ -225,7 +225,8 @@ def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(
 ):
     from webhooks_worker.celery_app import app as celery
 
-    queues = ("webhooks", "webhooks.retry")
+    # The shared queues, and one organization lane of each family (shared.lanes).
+    queues = ("webhooks", "webhooks.retry", "webhooks.3", "webhooks.retry.3")
     # Stop the worker from taking tasks, so that they wait in Redis. The session has one
     # worker: its reply ends the wait (a broadcast otherwise waits out the whole timeout).
     for queue in queues:
@@ -239,9 +240,14 @@ def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(
         celery.send_task("webhooks.deliver", args=["whd-nonexistent00000", 1])
         celery.send_task("webhooks.deliver", args=["whd-nonexistent00000", 2])
         celery.send_task("webhooks.sweep")  # it goes with the retries it hands over
+        # A family's depth counts its lanes too.
+        celery.send_task("webhooks.deliver", args=["whd-nonexistent00000", 1], queue="webhooks.3")
+        celery.send_task(
+            "webhooks.deliver", args=["whd-nonexistent00000", 2], queue="webhooks.retry.3"
+        )
         samples = scrape(client)
-        assert total(samples, "webhooks_queue_depth", queue="webhooks") == 3
-        assert total(samples, "webhooks_queue_depth", queue="webhooks.retry") == 2
+        assert total(samples, "webhooks_queue_depth", queue="webhooks") == 4
+        assert total(samples, "webhooks_queue_depth", queue="webhooks.retry") == 3
     finally:
         for queue in queues:
             celery.control.add_consumer(queue, reply=True, timeout=5, limit=1)

@@ -15,9 +15,10 @@ import pytest
 import redis
 from kombu import Connection
 
+from shared import lanes
 from tests.conftest import TEST_REDIS_URL
 from webhooks_worker import broker, celery_app
-from webhooks_worker.routing import FIRST_QUEUE, RETRY_QUEUE
+from webhooks_worker.routing import FIRST_QUEUE, RETRY_QUEUE, TASK_QUEUES, queue_for
 
 _BASE, _, _DB = TEST_REDIS_URL.rpartition("/")
 OTHER_REDIS_URL = f"{_BASE}/{int(_DB) % 15 + 1}"
@@ -48,10 +49,65 @@ def test_first_tries_and_retries_go_to_their_own_queues(producer):
     celery_app._publish(
         producer,
         "webhooks.deliver",
-        [(("whd-a", 1), None, None), (("whd-b", 2), None, None), (("whd-c", 1), None, None)],
+        [
+            (("whd-a", 1), None, None, None),
+            (("whd-b", 2), None, None, None),
+            (("whd-c", 1), None, None, None),
+        ],
     )
     assert [_args(m) for m in _queued(FIRST_QUEUE)] == [["whd-a", 1], ["whd-c", 1]]
     assert [_args(m) for m in _queued(RETRY_QUEUE)] == [["whd-b", 2]]
+
+
+def _orgs_in_different_lanes() -> tuple[str, str]:
+    first = "org-aaaaaaaaaaaaaaa"
+    other = next(
+        f"org-{n:015d}"
+        for n in range(1000)
+        if lanes.lane_of(f"org-{n:015d}") != lanes.lane_of(first)
+    )
+    return first, other
+
+
+def test_an_organizations_tries_go_to_its_own_lanes(producer):
+    a, b = _orgs_in_different_lanes()
+    celery_app._publish(
+        producer,
+        "webhooks.deliver",
+        [
+            (("whd-a1", 1), None, None, a),
+            (("whd-b1", 1), None, None, b),
+            (("whd-a2", 2), None, None, a),
+            (("whd-a3", 1), None, None, a),
+        ],
+    )
+    assert [_args(m) for m in _queued(lanes.queue_for(a, retry=False))] == [
+        ["whd-a1", 1],
+        ["whd-a3", 1],
+    ]
+    assert [_args(m) for m in _queued(lanes.queue_for(a, retry=True))] == [["whd-a2", 2]]
+    assert [_args(m) for m in _queued(lanes.queue_for(b, retry=False))] == [["whd-b1", 1]]
+    assert _queued(FIRST_QUEUE) == [] and _queued(RETRY_QUEUE) == []
+    # The lane is the one every process computes, whatever its hash seed.
+    assert lanes.queue_for(a, retry=False) == f"webhooks.{lanes.lane_of(a)}"
+    assert lanes.lane_of(a) == lanes.lane_of(str(a))
+
+
+def test_a_task_without_an_organization_stays_in_the_lane_of_the_task_that_sends_it():
+    # A retry enqueued by a try that came from lane 3 (it names no organization).
+    assert queue_for("webhooks.deliver", ["whd-a", 2], None, 3) == lanes.RETRY_LANES[3]
+    assert queue_for("webhooks.deliver", ["whd-a", 1], None, 3) == lanes.FIRST_LANES[3]
+    # A named organization wins over the sender's lane.
+    org = "org-bbbbbbbbbbbbbbb"
+    assert queue_for("webhooks.deliver", ["whd-a", 1], org, 3) == lanes.queue_for(org, retry=False)
+    # Chores never go to a lane.
+    assert queue_for("webhooks.purge", [], org, 3) is None
+
+
+def test_every_worker_consumes_every_lane():
+    names = {q.name for q in TASK_QUEUES}
+    assert set(lanes.FIRST_LANES) | set(lanes.RETRY_LANES) | {FIRST_QUEUE, RETRY_QUEUE} == names
+    assert len(lanes.FIRST_LANES) == len(lanes.RETRY_LANES) == lanes.LANES > 1
 
 
 def test_beats_sweep_goes_with_the_retries_it_hands_over(producer):
@@ -64,7 +120,7 @@ def test_beats_sweep_goes_with_the_retries_it_hands_over(producer):
 
 def test_a_published_task_is_the_message_celerys_send_task_makes(producer):
     celery_app.app.send_task("webhooks.deliver", args=["whd-ref", 1], producer=producer)
-    celery_app._publish(producer, "webhooks.deliver", [(("whd-a", 1), None, None)])
+    celery_app._publish(producer, "webhooks.deliver", [(("whd-a", 1), None, None, None)])
     reference, ours = _queued(FIRST_QUEUE)
     assert set(ours) == set(reference)
     assert set(ours["headers"]) == set(reference["headers"])
@@ -78,14 +134,14 @@ def test_a_published_task_is_the_message_celerys_send_task_makes(producer):
 
 def test_a_countdown_becomes_the_tasks_eta(producer):
     before = datetime.now(UTC)
-    celery_app._publish(producer, "webhooks.deliver", [(("whd-a", 2), 30.0, None)])
+    celery_app._publish(producer, "webhooks.deliver", [(("whd-a", 2), 30.0, None, None)])
     (message,) = _queued(RETRY_QUEUE)
     eta = datetime.fromisoformat(message["headers"]["eta"])
     assert before + timedelta(seconds=30) <= eta <= datetime.now(UTC) + timedelta(seconds=30)
 
 
 def test_every_task_of_a_large_fan_out_is_published_once(producer):
-    calls = [((f"whd-{n}", 1), None, None) for n in range(1200)]  # more than one batch
+    calls = [((f"whd-{n}", 1), None, None, None) for n in range(1200)]  # more than one batch
     with producer.batch(max_size=celery_app.PUBLISH_BATCH):
         celery_app._publish(producer, "webhooks.deliver", calls)
     queued = _queued(FIRST_QUEUE)

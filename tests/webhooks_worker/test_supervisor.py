@@ -41,10 +41,10 @@ def _env(stack: Stack, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start(stack: Stack, tmp_path: Path, **extra: str) -> Service:
+def _start(stack: Stack, tmp_path: Path, *args: str, **extra: str) -> Service:
     service = Service(
         "supervisor",
-        [sys.executable, "-m", "webhooks_api.cli", "worker"],
+        [sys.executable, "-m", "webhooks_api.cli", "worker", *args],
         _env(stack, **extra),
         tmp_path / f"supervisor-{time.monotonic_ns()}.log",
     )
@@ -104,6 +104,21 @@ def test_a_killed_delivery_process_is_replaced(stack, tmp_path):
     now = _children(service.proc.pid)
     assert len(now) == 2 and second in now and first not in now
     assert "worker process 0 exited with code -9" in service.log_text()
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize(("family", "other"), [("retry", "first"), ("first", "retry")])
+def test_a_dedicated_pool_consumes_every_lane_of_its_family_only(stack, tmp_path, family, other):
+    from shared import lanes
+
+    service = _start(stack, tmp_path, "--queues", family, WEBHOOKS_WORKER_PROCESSES="1")
+    wait_until(lambda: _ready(service) == 1, timeout=60)
+    # Celery's banner lists the queues the process consumes: ".> <name> exchange=...".
+    lines = service.log_text().splitlines()
+    consumed = {line.split(".>", 1)[1].split()[0] for line in lines if "exchange=" in line}
+    assert consumed == set(lanes.FAMILIES[lanes.FAMILY_OF[family]])
+    assert not consumed & set(lanes.FAMILIES[lanes.FAMILY_OF[other]])
     service.proc.send_signal(signal.SIGTERM)
     assert service.proc.wait(timeout=60) == 0
 

@@ -146,6 +146,33 @@ def test_tasks_run_in_the_order_they_came_on_one_thread(make_executor):
     assert order == list(range(200))
 
 
+def test_lanes_take_turns_and_each_keeps_its_order(make_executor):
+    pool = make_executor(max_threads=8, core=1)
+    release = threading.Event()
+    pool.submit(release.wait, 10)  # holds the one thread while the lanes fill
+    order: list[str] = []
+    futures = [pool.submit_to("a", order.append, f"a{i}") for i in range(500)]
+    futures += [pool.submit_to("b", order.append, f"b{i}") for i in range(2)]
+    futures.append(pool.submit_to("c", order.append, "c0"))
+    assert pool.waiting == 503
+    release.set()
+    for f in futures:
+        f.result(timeout=10)
+    # The backlog of lane a does not hold back b and c: one task per lane per turn.
+    assert order[:6] == ["a0", "b0", "c0", "a1", "b1", "a2"]
+    assert [t for t in order if t.startswith("a")] == [f"a{i}" for i in range(500)]
+
+
+def test_the_pool_puts_each_task_in_the_lane_of_its_queue():
+    # How Celery's worker hands a task to the pool: trace(type, id, request, body, ...).
+    from webhooks_worker.fair_share import queue_of
+
+    request = {"delivery_info": {"exchange": "", "routing_key": "webhooks.retry.3"}}
+    assert queue_of(("webhooks.deliver", "id", request, b"", "json", "utf-8")) == "webhooks.retry.3"
+    assert queue_of(("webhooks.deliver", "id", {}, b"", "json", "utf-8")) is None
+    assert queue_of(()) is None
+
+
 def test_threads_it_added_retire_when_the_hang_is_over(client, hanging_and_quick, make_executor):
     hanging, _quick = hanging_and_quick
     hanging.reply(delay=1.0)

@@ -52,10 +52,22 @@ WORKER_NICENESS = 10
     default=None,
     help="Also run beat in the first process, keeping its schedule in this file.",
 )
+@click.option(
+    "--queues",
+    type=click.Choice(["all", "first", "retry"]),
+    default="all",
+    show_default=True,
+    help="Which tries to take: all, first tries only, or retries only (every lane of each).",
+)
 def worker(
-    processes: int | None, concurrency: int | None, loglevel: str, beat_schedule: str | None
+    processes: int | None,
+    concurrency: int | None,
+    loglevel: str,
+    beat_schedule: str | None,
+    queues: str = "all",
 ) -> None:
     """Run the delivery workers in the foreground: one process per core, restarted if they die."""
+    from shared import lanes
     from shared.logs import configure_logging
     from webhooks_worker.supervisor import run_workers
 
@@ -67,6 +79,9 @@ def worker(
             concurrency=concurrency or settings.worker_concurrency,
             loglevel=loglevel,
             beat_schedule=beat_schedule,
+            # A pool for first tries or for retries consumes every lane of that family
+            # (shared.lanes): the lanes are what keep organizations from waiting on each other.
+            queues=None if queues == "all" else lanes.FAMILIES[lanes.FAMILY_OF[queues]],
         )
     )
 

@@ -159,7 +159,13 @@ def record_attempt(
         log.warning("delivery %s kept moving on; attempt not recorded", claimed.delivery_id)
         return Outcome(claimed.delivery_id, skipped=Skip.RECORDED)
     if decision.handed_to_broker:
-        enqueue(Task.DELIVER, claimed.delivery_id, decision.next_try, countdown=decision.wait)
+        enqueue(
+            Task.DELIVER,
+            claimed.delivery_id,
+            decision.next_try,
+            countdown=decision.wait,
+            organization=claimed.organization_id,
+        )
     return _outcome(claimed, decision, attempt_id)
 
 

@@ -64,7 +64,9 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
     )
     due = never_enqueued if congested else or_(never_enqueued, lost)
     query = (
-        select(Delivery.id, Delivery.attempt_count, Delivery.next_attempt_at)
+        select(
+            Delivery.id, Delivery.attempt_count, Delivery.next_attempt_at, Delivery.organization_id
+        )
         .where(Delivery.status == DeliveryStatus.PENDING, lease_free, due)
         .order_by(Delivery.next_attempt_at)
         .limit(SWEEP_BATCH)
@@ -77,25 +79,41 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
         if len(batch) < SWEEP_BATCH:
             break
     parents = _trace_parents(session, [row.id for row in rows])
-    for delivery_id, attempt_count, due_at in rows:
+    for delivery_id, attempt_count, due_at, organization_id in rows:
         eta = due_at if due_at and due_at > now else None
         with tracing.continuing(parents.get(delivery_id)):
-            enqueue_after_commit(session, Task.DELIVER, delivery_id, attempt_count + 1, eta=eta)
+            # In the organization's lane, like the try the sweep stands in for.
+            enqueue_after_commit(
+                session,
+                Task.DELIVER,
+                delivery_id,
+                attempt_count + 1,
+                eta=eta,
+                organization=organization_id,
+            )
     counts["deliveries"] = len(rows)
 
     if congested:
         return counts
     counts["manual"] = _sweep_manual_requests(session, now)
-    owed = list(
-        session.scalars(
-            select(Message.id)
-            .where(Message.fanned_out_at.is_(None), Message.created_at <= now - OVERDUE_AFTER)
-            .order_by(Message.created_at)
-            .limit(SWEEP_BATCH)
-        )
-    )
-    for start in range(0, len(owed), FANOUT_CHUNK):
-        enqueue_after_commit(session, Task.FANOUT, owed[start : start + FANOUT_CHUNK])
+    owed = session.execute(
+        select(Message.id, Message.organization_id)
+        .where(Message.fanned_out_at.is_(None), Message.created_at <= now - OVERDUE_AFTER)
+        .order_by(Message.created_at)
+        .limit(SWEEP_BATCH)
+    ).all()
+    # Fan-out tasks of one organization each, in its lane (shared.lanes).
+    by_org: dict[str, list[str]] = {}
+    for message_id, organization_id in owed:
+        by_org.setdefault(organization_id, []).append(message_id)
+    for organization_id, message_ids in by_org.items():
+        for start in range(0, len(message_ids), FANOUT_CHUNK):
+            enqueue_after_commit(
+                session,
+                Task.FANOUT,
+                message_ids[start : start + FANOUT_CHUNK],
+                organization=organization_id,
+            )
     counts["fanouts"] = len(owed)
     return counts
 
