@@ -62,6 +62,9 @@ class Endpoint(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # When endpoint.failing was reported for the current failing streak (once per streak).
     failing_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A receiver's Retry-After on a 429 or 503 holds every try of the endpoint until then
+    # (docs/api.md §11.6; migration 0007).
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_endpoints_org_live", "organization_id", "created_at"),

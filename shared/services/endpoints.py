@@ -16,6 +16,7 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
 from ..payloads import format_timestamp
 from ..targets import validate_target_url
+from . import endpoint_flow
 from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
@@ -217,6 +218,8 @@ def create_endpoint(
     timeout_seconds: int = 30,
     max_retries: int = 3,
     category: str | None = None,
+    ordering: str = "none",
+    rate_limit: int | None = None,
 ) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
@@ -245,6 +248,8 @@ def create_endpoint(
         timeout_seconds=_check_range("timeout_seconds", timeout_seconds, *TIMEOUT_RANGE),
         max_retries=_check_range("max_retries", max_retries, *RETRIES_RANGE),
         category=category,
+        ordering=endpoint_flow.check_ordering(ordering),
+        rate_limit=endpoint_flow.check_rate_limit(rate_limit),
         secret_encrypted=encrypt(secret),
         created_at=now,
         updated_at=now,
@@ -266,6 +271,7 @@ UPDATABLE = (
     "max_retries",
     "scope",
     "payload_format",
+    *endpoint_flow.FIELDS,
 )
 
 
@@ -316,6 +322,7 @@ def update_endpoint(
         if changes["payload_format"] not in PAYLOAD_FORMATS:
             raise Invalid(f"payload format must be one of {', '.join(PAYLOAD_FORMATS)}")
         values["payload_format"] = changes["payload_format"]
+    values.update(endpoint_flow.flow_changes(changes))
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id

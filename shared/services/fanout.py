@@ -20,7 +20,7 @@ from .. import events, metrics, tracing
 from ..db import commit_without_flush
 from ..models import Delivery, Endpoint, Message, new_id, utcnow
 from ..queue import Task, enqueue_many_after_commit
-from . import ingest_statements
+from . import ingest_statements, sequences
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ class EndpointTarget(NamedTuple):
     event_types: list[str]
     payload_format: str
     max_retries: int
+    ordering: str = "none"
 
 
 def insert_skipping_conflicts(
@@ -123,11 +124,12 @@ def create_deliveries(
                 )
             )
     tracing.annotate_fan_out(messages, deliveries=len(rows))
+    order = _ordering_columns(session, messages, rows, endpoints_by_org, now)
     if not rows:
         created = []
     elif ingest_statements.postgresql_engine(session) is not None:
         columns = [list(column) for column in zip(*rows, strict=True)]
-        created = ingest_statements.insert_deliveries(session, columns, now=now)
+        created = ingest_statements.insert_deliveries(session, columns + order, now=now)
     else:
         pending = {
             "status": "pending",
@@ -142,14 +144,47 @@ def create_deliveries(
             session,
             Delivery,
             [
-                {**dict(zip(ingest_statements.DELIVERY_COLUMNS, row, strict=True)), **pending}
-                for row in rows
+                {
+                    **dict(zip(ingest_statements.DELIVERY_COLUMNS, row, strict=True)),
+                    **dict(zip(ingest_statements.ORDER_COLUMNS, ordered, strict=True)),
+                    **pending,
+                }
+                for row, ordered in zip(rows, zip(*order, strict=True), strict=True)
             ],
             unique=["message_id", "endpoint_id"],
         )
     enqueue_many_after_commit(session, Task.DELIVER, [(d, 1) for d in created])
     metrics.count_fanned_out(session, messages)
     return created
+
+
+def _ordering_columns(
+    session: Session,
+    messages: Sequence[StoredMessage | Row],
+    rows: list[tuple],
+    endpoints_by_org: dict[str, list],
+    now: datetime,
+) -> list[list]:
+    """The ``ORDER_COLUMNS`` lists of a fan-out's delivery rows (docs/api.md §11.3).
+
+    Deliveries to an ordered endpoint of an event with a resource get the resource and
+    their sequence; every other one gets nulls.
+    """
+    resource_ids: list[str | None] = [None] * len(rows)
+    numbers: list[int | None] = [None] * len(rows)
+    ordered = sequences.ordered_endpoints(endpoints_by_org)
+    if ordered:
+        resources = {m.id: sequences.resource_of(m) for m in messages}
+        # rows are in the messages' order: a resource's deliveries are numbered that way.
+        at = [i for i, row in enumerate(rows) if row[2] in ordered and resources[row[1]]]
+        keys = [(rows[i][2], resources[rows[i][1]]) for i in at]
+        for i, (key, number) in zip(
+            at,
+            zip(keys, sequences.assign_sequences(session, keys, now=now), strict=True),
+            strict=True,
+        ):
+            resource_ids[i], numbers[i] = key[1], number
+    return [resource_ids, numbers]
 
 
 def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
@@ -182,6 +217,10 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     messages = connection.execute(claim).all()
     if not messages:
         return []
+    # In the order given, which is the order they were accepted in: an ordered endpoint's
+    # sequences follow it (docs/api.md §11.3).
+    given = {message_id: i for i, message_id in enumerate(message_ids)}
+    messages.sort(key=lambda m: given[m.id])
     org_ids = {m.organization_id for m in messages}
     endpoints_by_org: dict[str, list] = {org: [] for org in org_ids}
     query = select(*ingest_statements.TARGET_COLUMNS).where(

@@ -21,7 +21,7 @@ from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from ..event_catalog import STATE_FIELDS
 from ..models import Message, Organization, new_id, utcnow
 from ..queue import Task, enqueue_after_commit, enqueue_many
-from . import ingest_statements
+from . import ingest_statements, sequences
 from .auth import Principal
 from .endpoints import get_endpoint
 from .fanout import (
@@ -161,7 +161,9 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
     """Accept one event in two autocommit round trips (``ingest_statements``).
 
     None when the organization has more endpoints than a request fans out itself: the
-    caller then takes the transactional path, which leaves the fan-out to a task.
+    caller then takes the transactional path, which leaves the fan-out to a task. None
+    too when an ordered endpoint gets the event: its sequence (``sequences``) is given in
+    the transactional path's fan-out.
     """
     cap = INLINE_FANOUT_ENDPOINTS + 2  # past the limit, and past the organization's own row
     rows = ingest_statements.plan(engine, organization_id=draft.organization_id, cap=cap)
@@ -186,6 +188,9 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
         trace_parent=tracing.current_parent(),
     )
     targets = endpoint_targets(message, endpoints)
+    ordered = sequences.ordered_endpoints({message.organization_id: endpoints})
+    if any(t[0] in ordered for t in targets) and sequences.resource_of(message):
+        return None
     delivery_ids = [new_id("whd") for _ in targets]
     tracing.annotate_fan_out([message], deliveries=len(delivery_ids))
     written = ingest_statements.store(
@@ -388,5 +393,6 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
     if plan.endpoints is not None:
         create_deliveries(session, list(by_id.values()), plan.endpoints, now)
     else:
-        enqueue_after_commit(session, Task.FANOUT, sorted(by_id))
+        # In acceptance order: ordered endpoints number a resource's deliveries so.
+        enqueue_after_commit(session, Task.FANOUT, list(by_id))
     return results

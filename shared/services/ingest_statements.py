@@ -48,6 +48,7 @@ TARGET_COLUMNS = (
     _E.c.event_types,
     _E.c.payload_format,
     _E.c.max_retries,
+    _E.c.ordering,
 )
 
 # An endpoint that receives new messages: not deleted, not disabled.
@@ -107,6 +108,8 @@ DELIVERY_COLUMNS = (
     "event_type",
     "max_attempts",
 )
+# ...the ordering columns of a fan-out's deliveries (null for unordered ones)...
+ORDER_COLUMNS = ("resource_id", "sequence")
 # ...and those every new delivery starts with: pending, nothing tried, due now.
 _PENDING_COLUMNS = (
     "status",
@@ -148,11 +151,11 @@ STORE = select(_MESSAGE.c.id).add_cte(_DELIVERIES)
 _FAN_OUT = (
     insert(_D)
     .from_select(
-        [*DELIVERY_COLUMNS, *_PENDING_COLUMNS],
+        [*DELIVERY_COLUMNS, *ORDER_COLUMNS, *_PENDING_COLUMNS],
         select(
             *(
-                _unnest(f"p_{name}", Integer if name == "max_attempts" else String)
-                for name in DELIVERY_COLUMNS
+                _unnest(f"p_{name}", Integer if name in ("max_attempts", "sequence") else String)
+                for name in (*DELIVERY_COLUMNS, *ORDER_COLUMNS)
             ),
             *_PENDING_VALUES,
         ),
@@ -185,11 +188,13 @@ def store(engine: Engine, params: dict[str, Any]) -> bool:
 
 
 def insert_deliveries(session: Session, columns: list[list[Any]], *, now: Any) -> list[str]:
-    """Insert pending deliveries, one per index of the ``DELIVERY_COLUMNS`` lists; the ids
-    inserted (a (message, endpoint) pair that already has one is skipped)."""
+    """Insert pending deliveries, one per index of the ``DELIVERY_COLUMNS`` and then
+    ``ORDER_COLUMNS`` lists; the ids inserted (a (message, endpoint) pair that already has
+    one is skipped)."""
     # Named p_<column>: Core would take a parameter named like a column as a value for it.
+    names = (*DELIVERY_COLUMNS, *ORDER_COLUMNS)
     params: dict[str, Any] = {
-        f"p_{name}": values for name, values in zip(DELIVERY_COLUMNS, columns, strict=True)
+        f"p_{name}": values for name, values in zip(names, columns, strict=True)
     }
     params["now"] = now
     return list(session.connection().execute(_FAN_OUT, params).scalars())

@@ -71,6 +71,8 @@ _PATCH_FIELDS = {
     "payloadFormat": "payload_format",
     "timeoutSeconds": "timeout_seconds",
     "maxRetries": "max_retries",
+    "ordering": "ordering",
+    "rateLimit": "rate_limit",
 }
 
 
@@ -131,6 +133,8 @@ class Endpoints(MethodView):
             scope="account",
             description=body.get("description"),
             name=body.get("name"),
+            ordering=body.get("ordering", "none"),
+            rate_limit=body.get("rateLimit"),
         )
 
 

@@ -104,6 +104,8 @@ class Webhooks(MethodView):
             description=body.get("description"),
             timeout_seconds=body.get("timeout_seconds", 30),
             max_retries=body.get("max_retries", 3),
+            ordering=body.get("ordering", "none"),
+            rate_limit=body.get("rate_limit"),
         )
         return _one(session, created.endpoint, created.secret)
 

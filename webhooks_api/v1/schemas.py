@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, missing
 
-from shared.schemas import Timestamp
+from shared.schemas import ORDERING_DOC, RATE_DOC, Timestamp
 
 from ..context import current_principal
 
@@ -18,6 +18,8 @@ class V1EndpointCreateSchema(Schema):
     scope = fields.String()
     timeout_seconds = fields.Integer(strict=True)
     max_retries = fields.Integer(strict=True)
+    ordering = fields.String(metadata={"description": ORDERING_DOC})
+    rate_limit = fields.Integer(strict=True, allow_none=True, metadata={"description": RATE_DOC})
 
 
 class V1EndpointUpdateSchema(Schema):
@@ -29,6 +31,8 @@ class V1EndpointUpdateSchema(Schema):
     max_retries = fields.Integer(strict=True)
     scope = fields.String()
     payload_format = fields.String()
+    ordering = fields.String(metadata={"description": ORDERING_DOC})
+    rate_limit = fields.Integer(strict=True, allow_none=True, metadata={"description": RATE_DOC})
 
 
 class V1ListArgsSchema(Schema):
@@ -76,6 +80,10 @@ class V1EndpointSchema(Schema):
     max_retries = fields.Integer(attribute="endpoint.max_retries")
     scope = fields.String(attribute="endpoint.scope")
     payload_format = fields.String(attribute="endpoint.payload_format")
+    ordering = fields.String(attribute="endpoint.ordering", metadata={"description": ORDERING_DOC})
+    rate_limit = fields.Integer(
+        attribute="endpoint.rate_limit", allow_none=True, metadata={"description": RATE_DOC}
+    )
     total_deliveries = fields.Integer(attribute="stats.total")
     successful_deliveries = fields.Integer(attribute="stats.successful")
     failed_deliveries = fields.Integer(attribute="stats.failed")

@@ -34,6 +34,7 @@ from ...queue import Task, enqueue
 from ...retry_policy import handed_to_broker
 from ...transitions import EARLY_TOLERANCE, DeliveryState, Skip, decide_claim
 from ..endpoints import cancel_pending_deliveries
+from . import ordering, pacing
 from .requests import SignedRequest, build_request
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,12 @@ class Claimed:
     failing_since: datetime | None
     endpoint_scope: str
     endpoint_owner: str | None
+    # Ordering (docs/api.md §11.3): the delivery's resource and sequence, None if unordered.
+    resource_id: str | None = None
+    sequence: int | None = None
+    # Pacing (docs/api.md §11.6): the endpoint's rate limit, the slot this try was given.
+    rate_limit: int | None = None
+    slot_at: datetime | None = None
 
 
 def claimed_try(
@@ -85,6 +92,10 @@ def claimed_try(
         failing_since=endpoint.failing_since,
         endpoint_scope=endpoint.scope,
         endpoint_owner=endpoint.user_id,
+        resource_id=delivery.resource_id,
+        sequence=delivery.sequence,
+        rate_limit=endpoint.rate_limit,
+        slot_at=delivery.slot_at,
     )
 
 
@@ -120,6 +131,9 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("delivery", _D.c.max_attempts),
     ("delivery", _D.c.next_attempt_at),
     ("delivery", _D.c.lease_until),
+    ("delivery", _D.c.resource_id),
+    ("delivery", _D.c.sequence),
+    ("delivery", _D.c.slot_at),
     ("endpoint", _E.c.id),
     ("endpoint", _E.c.url),
     ("endpoint", _E.c.payload_format),
@@ -130,6 +144,7 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("endpoint", _E.c.failing_since),
     ("endpoint", _E.c.scope),
     ("endpoint", _E.c.user_id),
+    ("endpoint", _E.c.rate_limit),
     ("message", _M.c.id),
     ("message", _M.c.event_type),
     ("message", _M.c.payload),
@@ -139,7 +154,8 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
 )
 
 # The case decide_claim lets through, as one compare-and-set: pending at the try before
-# this one, not leased, due (within the early tolerance), its endpoint live.
+# this one, not leased, due (within the early tolerance), not held behind its resource,
+# its endpoint live and not paused by its receiver's Retry-After.
 CLAIM = (
     update(_D)
     .where(
@@ -154,6 +170,8 @@ CLAIM = (
         _E.c.id == _D.c.endpoint_id,
         _E.c.is_active.is_(True),
         _E.c.deleted_at.is_(None),
+        or_(_E.c.paused_until.is_(None), _E.c.paused_until <= bindparam("now", type_=UTCDateTime)),
+        ordering.NOT_HELD,
         _M.c.id == _D.c.message_id,
     )
     .values(lease_until=bindparam("lease", type_=UTCDateTime))
@@ -227,10 +245,24 @@ def _claim_with_reasons(session: Session, delivery_id: str, try_number: int) -> 
     now = utcnow()
     state = DeliveryState.of(row.Delivery) if row is not None else None
     endpoint_live = row is not None and row.Endpoint.is_active and row.Endpoint.deleted_at is None
-    verdict = decide_claim(state, try_number=try_number, endpoint_live=endpoint_live, now=now)
+    verdict = decide_claim(
+        state,
+        try_number=try_number,
+        endpoint_live=endpoint_live,
+        now=now,
+        held=row is not None and try_number == 1 and ordering.is_held(session, row.Delivery),
+        paused_until=row.Endpoint.paused_until if row is not None else None,
+    )
     if verdict.skip == Skip.CANCELLED:
         cancel_pending_deliveries(session, endpoint_id=row.Endpoint.id, reason="Endpoint disabled")
         session.commit()
+    elif verdict.skip == Skip.HELD:
+        # Off the clock until the delivery before it ends (``ordering.release_next``).
+        ordering.park(session, row.Delivery)
+    elif verdict.skip == Skip.PACED:
+        pacing.defer_try(
+            session, delivery_id, try_number, due=now + timedelta(seconds=verdict.wait)
+        )
     elif verdict.skip == Skip.EARLY:
         if handed_to_broker(verdict.wait):
             enqueue(Task.DELIVER, delivery_id, try_number, countdown=verdict.wait)

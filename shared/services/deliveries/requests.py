@@ -51,4 +51,8 @@ def build_request(endpoint: Any, message: Any, delivery: Any) -> SignedRequest:
         body=body,
         user_agent=user_agent(),
     )
+    sequence = getattr(delivery, "sequence", None)
+    if sequence is not None:
+        # docs/api.md §11.3: the delivery's place among its resource's deliveries.
+        headers["webhook-sequence"] = str(sequence)
     return SignedRequest(body=body, headers=headers)
