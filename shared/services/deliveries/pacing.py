@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     from ...http import AttemptResult
     from .claims import Claimed
 
-# A reserved turn is kept this long after its time: a task a little late (a busy worker)
-# still goes on it. Later than that, the turn's second is over and the try asks again.
-TURN_KEPT = timedelta(seconds=1)
+# A reserved turn is kept this long after its time: a task a little late still goes on
+# it. A try later than that (its worker stalled) asks for a new turn, which is now if the
+# endpoint has room: going on the old one would bunch with the turns after it, and a
+# receiver would see more than the limit in a second.
+TURN_KEPT = timedelta(milliseconds=50)
 # A turn at most this far ahead is taken at once: less than any clock could resolve.
 NOW = timedelta(milliseconds=2)
 
