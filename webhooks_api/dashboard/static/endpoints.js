@@ -224,6 +224,7 @@ export class EndpointsView {
       ["Payload format", e.payloadFormat],
       ["Timeout", `${e.timeoutSeconds} s`],
       ["Retries", String(e.maxRetries)],
+      ...flowProps(e),
       ["Scope", e.scope],
       ["Created", timeEl(e.createdAt)],
       ["Updated", timeEl(e.updatedAt)],
@@ -352,6 +353,8 @@ export class EndpointsView {
       $("endpoint-url-input").value = endpoint.url || "";
       $("endpoint-description").value = endpoint.description || "";
       $("endpoint-status").value = endpoint.status === "active" ? "active" : "disabled";
+      $("endpoint-ordering").value = endpoint.ordering || "none";
+      $("endpoint-rate-limit").value = endpoint.rateLimit == null ? "" : String(endpoint.rateLimit);
     }
     openDialog($("endpoint-dialog"), $("endpoint-name"));
   }
@@ -421,6 +424,7 @@ export class EndpointsView {
     const name = $("endpoint-name").value.trim();
     const description = $("endpoint-description").value.trim();
     const eventTypes = this.chosenEventTypes();
+    const flow = flowFields();
     error.textContent = "";
     if (!url) {
       error.textContent = "Enter the URL that should receive the webhooks.";
@@ -429,6 +433,11 @@ export class EndpointsView {
     }
     if (document.querySelector('input[name="eventsMode"][value="some"]').checked && !eventTypes.length) {
       error.textContent = "Choose at least one event, or All events.";
+      return;
+    }
+    if (flow.error) {
+      error.textContent = flow.error;
+      $("endpoint-rate-limit").focus();
       return;
     }
     const submit = $("endpoint-submit");
@@ -441,6 +450,7 @@ export class EndpointsView {
           description: description || null,
           eventTypes,
           status: $("endpoint-status").value,
+          ...flow.values,
         });
         this.items.set(updated.id, updated);
         if (this.detailId === updated.id) {
@@ -450,7 +460,7 @@ export class EndpointsView {
         $("endpoint-dialog").close();
         toast("Endpoint saved");
       } else {
-        const body = { url, eventTypes };
+        const body = { url, eventTypes, ...flow.values };
         if (name) body.name = name;
         if (description) body.description = description;
         const created = await this.api.createEndpoint(body);
@@ -519,4 +529,29 @@ export class EndpointsView {
       }
     });
   }
+}
+
+// ---- ordering and rate limit (docs/api.md §11.3, §11.6) ---------------------------------
+
+const ORDERING_LABELS = {
+  none: "Any order",
+  resource: "Each resource's events one at a time, in order",
+};
+
+/** The details' rows for an endpoint's ordering and rate limit. */
+function flowProps(e) {
+  return [
+    ["Delivery order", ORDERING_LABELS[e.ordering] || e.ordering],
+    ["Rate limit", e.rateLimit == null ? "No limit" : `${e.rateLimit} attempts per second`],
+  ];
+}
+
+/** The form's ordering and rate limit as the API takes them, or an error to show. */
+function flowFields() {
+  const raw = $("endpoint-rate-limit").value.trim();
+  const rate = raw === "" ? null : Number(raw);
+  if (rate !== null && !(Number.isInteger(rate) && rate >= 1 && rate <= 10000)) {
+    return { error: "Rate limit must be a whole number of attempts per second from 1 to 10,000, or empty." };
+  }
+  return { values: { ordering: $("endpoint-ordering").value, rateLimit: rate } };
 }
