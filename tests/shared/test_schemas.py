@@ -64,8 +64,8 @@ def test_an_endpoint_renders_its_state_times_and_nulls_as_the_organization_servi
     shown = EndpointSchema().dump(_endpoint(is_active=False, disabled_reason="gone"))
     assert list(shown) == [
         "id", "name", "url", "description", "eventTypes", "status", "disabledReason",
-        "payloadFormat", "timeoutSeconds", "maxRetries", "scope", "category", "createdAt",
-        "updatedAt",
+        "payloadFormat", "timeoutSeconds", "maxRetries", "ordering", "rateLimit", "scope",
+        "category", "createdAt", "updatedAt",
     ]  # fmt: skip
     assert shown["status"] == "disabled"
     assert shown["disabledReason"] == "gone"
