@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
@@ -187,6 +187,28 @@ def _ordering_columns(
     return [resource_ids, numbers]
 
 
+def _these_and_earlier(connection: Connection, message_ids: list[str]) -> ColumnElement[bool]:
+    """The messages given, and those of their organizations accepted before them.
+
+    docs/api.md §11.3: an ordered endpoint numbers a resource's deliveries in the order
+    their messages were accepted, and fan-out tasks run in any order. So a task also
+    fans out its organizations' earlier messages still owed one (their own task then
+    finds nothing to do), and waits for a task fanning them out right now (its claim
+    waits for that task's row locks). Locks are only ever waited for on older messages,
+    so two tasks cannot wait for each other.
+    """
+    table = Message.__table__
+    cutoffs = connection.execute(
+        select(table.c.organization_id, func.max(table.c.created_at))
+        .where(table.c.id.in_(message_ids))
+        .group_by(table.c.organization_id)
+    ).all()
+    earlier = [
+        and_(table.c.organization_id == org, table.c.created_at < cutoff) for org, cutoff in cutoffs
+    ]
+    return or_(table.c.id.in_(message_ids), *earlier)
+
+
 def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     """Create one delivery per matching active endpoint; returns the new delivery ids.
 
@@ -199,9 +221,10 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     commit_without_flush(session)
     table = Message.__table__
     now = utcnow()
+    connection = session.connection()
     claim = (
         update(table)
-        .where(table.c.id.in_(message_ids), table.c.fanned_out_at.is_(None))
+        .where(table.c.fanned_out_at.is_(None), _these_and_earlier(connection, message_ids))
         .values(fanned_out_at=now)
         .returning(
             table.c.id,
@@ -211,16 +234,14 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
             table.c.custom,
             table.c.test,
             table.c.target_endpoint_id,
+            table.c.created_at,
         )
     )
-    connection = session.connection()
     messages = connection.execute(claim).all()
     if not messages:
         return []
-    # In the order given, which is the order they were accepted in: an ordered endpoint's
-    # sequences follow it (docs/api.md §11.3).
-    given = {message_id: i for i, message_id in enumerate(message_ids)}
-    messages.sort(key=lambda m: given[m.id])
+    # In the order they were accepted: an ordered endpoint's sequences follow it.
+    messages.sort(key=lambda m: (m.created_at, m.id))
     org_ids = {m.organization_id for m in messages}
     endpoints_by_org: dict[str, list] = {org: [] for org in org_ids}
     query = select(*ingest_statements.TARGET_COLUMNS).where(

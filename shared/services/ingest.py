@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -358,7 +358,9 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
                 "test": draft.test,
                 "target_endpoint_id": draft.target_endpoint_id,
                 "fanned_out_at": fanned_out_at,
-                "created_at": now,
+                # A microsecond apart, in array order: the order they were accepted in,
+                # which ordered endpoints keep (docs/api.md §11.3) when a task fans out.
+                "created_at": now + timedelta(microseconds=len(rows)),
                 "trace_parent": trace_parent,
             }
         )
