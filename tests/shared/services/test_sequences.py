@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import select, update
 
 from shared import queue
-from shared.db import session_scope
-from shared.models import Delivery, Message
-from shared.services import fanout, ingest
+from shared.config import get_settings
+from shared.db import get_sessionmaker, session_scope
+from shared.models import Delivery, Message, ResourceSequence, utcnow
+from shared.services import fanout, ingest, retention
 from tests.conftest import PLATFORM
 
 
@@ -82,3 +85,21 @@ def test_fan_out_tasks_run_out_of_order_still_number_in_acceptance_order(client,
     assert len(numbers) == 300
     for runs in numbers.values():
         assert [(s, t[17:19]) for s, t in runs] == [(1, "00"), (2, "01"), (3, "02")]
+
+
+def test_counters_of_resources_unheard_of_for_the_retention_period_are_purged(client, org):
+    ordered = _endpoint(client, org, "resource")
+    for sandbox in ("sbx-old", "sbx-new"):
+        batch = [_stopped(org, sandbox, 0)]
+        assert client.post("/api/internal/events", json=batch, headers=PLATFORM).status_code == 202
+    with session_scope() as session:
+        session.execute(
+            update(ResourceSequence)
+            .where(ResourceSequence.resource_id == "sbx-old")
+            .values(updated_at=utcnow() - timedelta(days=get_settings().retention_days, hours=1))
+        )
+    assert retention.purge_expired(get_sessionmaker())["sequences"] == 1
+    with session_scope() as session:
+        left = session.scalars(select(ResourceSequence.resource_id)).all()
+    assert left == ["sbx-new"]
+    assert _numbers(ordered)["sbx-old"] == [(1, "2025-12-19T10:30:00.000Z")]
