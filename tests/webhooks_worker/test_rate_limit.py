@@ -106,3 +106,29 @@ def test_a_retry_after_holds_every_delivery_of_the_endpoint(client, org, receive
     got = receiver.wait_for(1 + 1 + 3, timeout=30)
     # Reported once the 503 was recorded, the others wait out its 3 s as its retry does.
     assert all(g.at >= asked.at + 3 - 0.1 for g in got[1:])
+
+
+def test_manual_resends_count_against_the_limit_and_wait_their_turn(client, org, receiver, worker):
+    base = f"/api/webhooks/organizations/{org.id}"
+    endpoint = client.post(
+        f"{base}/endpoints",
+        json={"url": receiver.url, "eventTypes": ["sandbox.created"], "rateLimit": 1},
+        headers=org.headers,
+    ).json
+    event = {"event": "sandbox.created", "organizationId": org.id, "id": "sbx-1"}
+    resp = client.post("/api/internal/events", json=event, headers=PLATFORM)
+    message_id = resp.json["messages"][0]["id"]
+    receiver.wait_for(1)
+    for _ in range(2):
+        resend = f"{base}/messages/{message_id}/endpoints/{endpoint['id']}/resend"
+        assert client.post(resend, headers=org.headers).status_code in (200, 201, 202)
+
+    got = receiver.wait_for(3, timeout=30)
+    # One attempt per second at most: the scheduled one, then each resend in its turn.
+    assert all(b.at - a.at >= 0.9 for a, b in zip(got, got[1:], strict=False))
+    wait_until(lambda: _attempts() == 3)
+
+
+def _attempts() -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(Attempt))
