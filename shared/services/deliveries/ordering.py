@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...db import first_row
@@ -35,13 +35,18 @@ from ...queue import Task, enqueue, enqueue_after_commit
 _D = Delivery.__table__
 _EARLIER = _D.alias("earlier")
 _HEAD = _D.alias("head")
+# Written into the statements, not bound: the claim and the release are prepared once per
+# connection (``shared.db.autocommit_rows``), and a generic plan can use the partial index
+# of pending ordered deliveries only if it sees ``status = 'pending'`` itself. With a
+# parameter it walks every pending delivery of the endpoint instead.
+_PENDING = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
 # Deliveries of the same resource to the same endpoint, still pending, before ``_D``'s row.
 _EARLIER_PENDING = exists(
     select(_EARLIER.c.id).where(
         _EARLIER.c.endpoint_id == _D.c.endpoint_id,
         _EARLIER.c.resource_id == _D.c.resource_id,
-        _EARLIER.c.status == DeliveryStatus.PENDING,
+        _EARLIER.c.status == _PENDING,
         _EARLIER.c.sequence.is_not(None),
         _EARLIER.c.sequence < _D.c.sequence,
     )
@@ -61,7 +66,7 @@ RELEASE = (
         .where(
             _HEAD.c.endpoint_id == bindparam("endpoint_id"),
             _HEAD.c.resource_id == bindparam("resource_id"),
-            _HEAD.c.status == DeliveryStatus.PENDING,
+            _HEAD.c.status == _PENDING,
             _HEAD.c.sequence.is_not(None),
         )
         .order_by(_HEAD.c.sequence)
@@ -79,7 +84,7 @@ STRANDED_BATCH = 500
 _STRANDED = (
     select(_D.c.id)
     .where(
-        _D.c.status == DeliveryStatus.PENDING,
+        _D.c.status == _PENDING,
         _D.c.sequence.is_not(None),
         _D.c.next_attempt_at.is_(None),
         _D.c.attempt_count == 0,
