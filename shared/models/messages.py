@@ -197,6 +197,6 @@ class ResourceSequence(Base):
     )
     resource_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     last_sequence: Mapped[int] = mapped_column(Integer)
+    # Untouched since the retention period: forgotten (shared.services.retention). Not
+    # indexed, so that each fan-out's upsert of the counter stays a heap-only update.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    __table_args__ = (Index("ix_resource_sequences_updated", "updated_at"),)

@@ -5,7 +5,8 @@ columns of 0006:
 
 - ``resource_sequences``: the last ``webhook-sequence`` given per (endpoint, resource),
   upserted by every fan-out to an ordered endpoint; its row is also what serializes two
-  fan-outs of the same resource.
+  fan-outs of the same resource. No index but its key: every upsert of a counter then
+  stays a heap-only update, and retention's hourly purge reads the table once.
 - ``deliveries.resource_id`` and ``deliveries.sequence``: set on deliveries to an ordered
   endpoint of an event with a resource; null otherwise (never held).
 - ``deliveries.slot_at`` and ``manual_requests.slot_at``: the time the rate limiter gave a
@@ -43,7 +44,6 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("endpoint_id", "resource_id", name="pk_resource_sequences"),
     )
-    op.create_index("ix_resource_sequences_updated", "resource_sequences", ["updated_at"])
     with op.batch_alter_table("deliveries") as batch:
         batch.add_column(sa.Column("resource_id", sa.String(length=256), nullable=True))
         batch.add_column(sa.Column("sequence", sa.Integer(), nullable=True))
@@ -72,5 +72,4 @@ def downgrade() -> None:
     with op.batch_alter_table("deliveries") as batch:
         for column in ("slot_at", "sequence", "resource_id"):
             batch.drop_column(column)
-    op.drop_index("ix_resource_sequences_updated", table_name="resource_sequences")
     op.drop_table("resource_sequences")
