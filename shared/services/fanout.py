@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from .. import events, metrics, tracing
 from ..db import commit_without_flush
-from ..models import Delivery, Endpoint, Message, new_id, utcnow
+from ..models import Delivery, Endpoint, Message, Ordering, new_id, utcnow
 from ..queue import Task, enqueue_many_after_commit
 from . import ingest_statements, sequences
 
@@ -191,16 +191,27 @@ def _these_and_earlier(connection: Connection, message_ids: list[str]) -> Column
     """The messages given, and those of their organizations accepted before them.
 
     docs/api.md §11.3: an ordered endpoint numbers a resource's deliveries in the order
-    their messages were accepted, and fan-out tasks run in any order. So a task also
-    fans out its organizations' earlier messages still owed one (their own task then
-    finds nothing to do), and waits for a task fanning them out right now (its claim
-    waits for that task's row locks). Locks are only ever waited for on older messages,
-    so two tasks cannot wait for each other.
+    their messages were accepted, and fan-out tasks run in any order. So for an
+    organization with an ordered endpoint, a task also fans out the earlier messages
+    still owed one (their own task then finds nothing to do), and waits for a task
+    fanning them out right now (its claim waits for that task's row locks). Locks are
+    only ever waited for on older messages, so two tasks cannot wait for each other.
+    Other organizations' fan-outs stay independent of each other.
     """
     table = Message.__table__
+    endpoints = Endpoint.__table__
+    ordered = (
+        select(endpoints.c.id)
+        .where(
+            endpoints.c.organization_id == table.c.organization_id,
+            endpoints.c.ordering == Ordering.RESOURCE,
+            ingest_statements.RECEIVING,
+        )
+        .exists()
+    )
     cutoffs = connection.execute(
         select(table.c.organization_id, func.max(table.c.created_at))
-        .where(table.c.id.in_(message_ids))
+        .where(table.c.id.in_(message_ids), ordered)
         .group_by(table.c.organization_id)
     ).all()
     earlier = [
