@@ -12,8 +12,9 @@ a thread) and then goes without asking again, so a backlog of N asks N times in 
 Shared by every worker on every machine through Redis: one Lua script reads and extends
 the schedule atomically, on Redis's clock (workers' clocks may differ). On the embedded
 default (no Redis) the schedule lives in the process, which is the only delivery
-process there. If Redis cannot be reached the process falls back to its own schedule
-(logged), so deliveries go on, paced per process, rather than stop.
+process there. If Redis does not answer, a try is given a turn a little later (logged)
+rather than paced by the process alone: several processes each pacing on their own
+would together exceed the limit.
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ log = logging.getLogger(__name__)
 
 # Keys are ``webhooks:pace:<endpoint id>``: a list of turn times (unix seconds, ascending).
 KEY_PREFIX = "webhooks:pace:"
-# How long one Redis call may take before the process paces on its own.
-SOCKET_TIMEOUT = 1.0
-# After a failed call, use the process's own schedule for this long before trying Redis.
-RETRY_REDIS_AFTER = 5.0
+# How long one Redis call may take. Generous: a worker thread starved of the interpreter
+# lock on a loaded machine reads its answer late.
+SOCKET_TIMEOUT = 5.0
+# A try whose turn Redis could not give asks again this much later.
+RETRY_REDIS_AFTER = 1.0
+
+
+class NoTurn(Exception):
+    """The schedule could not be read: the try waits ``RETRY_REDIS_AFTER`` and asks again."""
+
 
 # KEYS[1]: the endpoint's schedule; ARGV[1]: the rate. Returns the wait in seconds (a
 # string: Lua numbers become integers in replies). TIME is Redis's own clock.
@@ -102,18 +109,14 @@ class RedisLimiter:
             url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
         )
         self.script = self.client.register_script(RESERVE_SCRIPT)
-        self.fallback = LocalLimiter()
-        self.failed_at = float("-inf")
 
     def reserve(self, endpoint_id: str, rate: int) -> float:
         """Seconds until the endpoint's next turn, which is taken."""
-        if time.monotonic() - self.failed_at > RETRY_REDIS_AFTER:
-            try:
-                return float(self.script(keys=[KEY_PREFIX + endpoint_id], args=[rate]))
-            except Exception as exc:  # noqa: BLE001 - pacing goes on in the process
-                log.warning("rate limit: Redis unavailable (%s); pacing in this process", exc)
-                self.failed_at = time.monotonic()
-        return self.fallback.reserve(endpoint_id, rate)
+        try:
+            return float(self.script(keys=[KEY_PREFIX + endpoint_id], args=[rate]))
+        except Exception as exc:  # noqa: BLE001 - the try waits and asks again
+            log.warning("rate limit: Redis did not answer (%s); the try asks again", exc)
+            raise NoTurn from exc
 
 
 @lru_cache(maxsize=1)

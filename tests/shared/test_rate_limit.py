@@ -5,8 +5,11 @@ from __future__ import annotations
 import bisect
 from collections import deque
 
-from shared.rate_limit import RedisLimiter, next_turn
+import pytest
+
+from shared.rate_limit import NoTurn, RedisLimiter, next_turn
 from tests.conftest import TEST_REDIS_URL
+from tests.support.outage import closed_port
 
 
 def _most_in_a_second(turns: list[float]) -> int:
@@ -39,3 +42,9 @@ def test_every_process_shares_one_schedule_in_redis(redis_client):
     # Two processes asking for eight turns of a 5/s endpoint: five now, three a second on.
     assert sum(w < 0.5 for w in waits) == 5
     assert sorted(waits)[5] > 0.9
+
+
+def test_without_an_answer_from_redis_no_turn_is_given():
+    limiter = RedisLimiter(f"redis://127.0.0.1:{closed_port()}/0")
+    with pytest.raises(NoTurn):
+        limiter.reserve("whk-away", 5)

@@ -84,9 +84,9 @@ def run_scheduled_try(
     claimed = claim_scheduled_try(factory, postgres_engine(factory), delivery_id, try_number)
     if isinstance(claimed, Skip):
         return Outcome(delivery_id, skipped=claimed)
-    due = pacing.turn(claimed, utcnow(), slot_at=claimed.slot_at)
-    if due is not None:  # the endpoint's rate limit: not an attempt, back at its turn
-        pacing.defer_claimed(factory, claimed, due)
+    wait = pacing.turn(claimed, utcnow(), slot_at=claimed.slot_at)
+    if wait is not None:  # the endpoint's rate limit: not an attempt, back at its turn
+        pacing.defer_claimed(factory, claimed, wait)
         return Outcome(delivery_id, skipped=Skip.PACED)
     # Renewed while the post runs, so the write below finds the claim still this run's.
     with LEASES.holding(factory, delivery_id, try_number):

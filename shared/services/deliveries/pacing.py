@@ -13,6 +13,7 @@ every try of it until then (``shared.transitions.decide_claim``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,17 +38,30 @@ TURN_KEPT = timedelta(milliseconds=50)
 NOW = timedelta(milliseconds=2)
 
 
-def turn(claimed: Claimed, now: datetime, *, slot_at: datetime | None) -> datetime | None:
-    """When a claimed attempt may be made: None for now, else the time of its turn.
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A try that may not go yet: when to come back, and whether that is its own turn."""
+
+    due: datetime
+    # The limiter gave the try this time (it then goes without asking again); False when
+    # the limiter could not be asked, and the try asks again at ``due``.
+    reserved: bool = True
+
+
+def turn(claimed: Claimed, now: datetime, *, slot_at: datetime | None) -> Wait | None:
+    """When a claimed attempt may be made: None for now, else when to come back.
 
     ``slot_at`` is the turn the try was given before, if any.
     """
     if claimed.rate_limit is None:
         return None
     if slot_at is not None and now - TURN_KEPT <= slot_at:
-        return None if slot_at <= now + NOW else slot_at
-    wait = rate_limit.limiter().reserve(claimed.endpoint_id, claimed.rate_limit)
-    return None if wait <= NOW.total_seconds() else now + timedelta(seconds=wait)
+        return None if slot_at <= now + NOW else Wait(slot_at)
+    try:
+        wait = rate_limit.limiter().reserve(claimed.endpoint_id, claimed.rate_limit)
+    except rate_limit.NoTurn:
+        return Wait(now + timedelta(seconds=rate_limit.RETRY_REDIS_AFTER), reserved=False)
+    return None if wait <= NOW.total_seconds() else Wait(now + timedelta(seconds=wait))
 
 
 def defer_try(
@@ -88,10 +102,16 @@ def defer_try(
     return bool(moved)
 
 
-def defer_claimed(factory: sessionmaker[Session], claimed: Claimed, due: datetime) -> None:
-    """Give a claimed scheduled try back until its turn at ``due``, which it keeps."""
+def defer_claimed(factory: sessionmaker[Session], claimed: Claimed, wait: Wait) -> None:
+    """Give a claimed scheduled try back until ``wait.due``, keeping its turn if it has one."""
     with factory() as session:
-        defer_try(session, claimed.delivery_id, claimed.try_number or 1, due=due, slot_at=due)
+        defer_try(
+            session,
+            claimed.delivery_id,
+            claimed.try_number or 1,
+            due=wait.due,
+            slot_at=wait.due if wait.reserved else None,
+        )
 
 
 def manual_turn(
@@ -104,20 +124,25 @@ def manual_turn(
     """
     now = utcnow()
     if paused_until is not None and paused_until > now:
-        due = paused_until
+        wait: Wait | None = Wait(paused_until, reserved=False)
     else:
-        slot_at = request.slot_at if request is not None else None
-        due = turn(claimed, now, slot_at=slot_at)
-    if due is None or request is None:
+        wait = turn(claimed, now, slot_at=request.slot_at if request is not None else None)
+    if wait is None or request is None:
         return None
     session.execute(
         update(ManualRequest)
         .where(ManualRequest.id == request.id)
-        .values(lease_until=None, slot_at=due, enqueued_at=due)
+        .values(
+            lease_until=None,
+            slot_at=wait.due if wait.reserved else None,
+            enqueued_at=wait.due,
+        )
     )
     session.commit()
-    enqueue(Task.DELIVER_MANUAL, claimed.delivery_id, request.id, claimed.trigger.value, eta=due)
-    return due
+    enqueue(
+        Task.DELIVER_MANUAL, claimed.delivery_id, request.id, claimed.trigger.value, eta=wait.due
+    )
+    return wait.due
 
 
 def honour_retry_after(
