@@ -239,7 +239,9 @@ def claim_scheduled_try(
         return _claim_with_reasons(session, delivery_id, try_number)
 
 
-def _claim_with_reasons(session: Session, delivery_id: str, try_number: int) -> Claimed | Skip:
+def _claim_with_reasons(
+    session: Session, delivery_id: str, try_number: int, *, decide_again: bool = True
+) -> Claimed | Skip:
     """Read the delivery, act on why its try is not made now, or claim it."""
     row = load(session, delivery_id)
     now = utcnow()
@@ -258,7 +260,10 @@ def _claim_with_reasons(session: Session, delivery_id: str, try_number: int) -> 
         session.commit()
     elif verdict.skip == Skip.HELD:
         # Off the clock until the delivery before it ends (``ordering.release_next``).
-        ordering.park(session, row.Delivery)
+        if not ordering.park(session, row.Delivery) and decide_again:
+            # What held it ended since it was read, before the park: it is not parked,
+            # so no release will send it. Decide again now.
+            return _claim_with_reasons(session, delivery_id, try_number, decide_again=False)
     elif verdict.skip == Skip.PACED:
         pacing.defer_try(
             session, delivery_id, try_number, due=now + timedelta(seconds=verdict.wait)

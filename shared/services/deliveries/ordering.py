@@ -106,8 +106,8 @@ def is_held(session: Session, delivery: Any) -> bool:
 def park(session: Session, delivery: Any) -> bool:
     """Take a held delivery off the clock until ``release_next`` lets it go (committed).
 
-    False when it is not held any more (what held it ended meanwhile) or it moved on;
-    its task then ends, and the release that freed it has handed it to the broker.
+    False when it is not held any more (what held it ended meanwhile) or it moved on:
+    the caller then decides again.
     """
     earlier = select(_EARLIER.c.id).where(
         _EARLIER.c.endpoint_id == delivery.endpoint_id,
