@@ -101,6 +101,18 @@ def filter_field(**kwargs: Any) -> fields.Raw:
     )
 
 
+# The flow-control options as the OpenAPI documents describe them (docs/api.md §11.3, §11.6).
+ORDERING_DOC = (
+    '"none" or "resource": with "resource", the deliveries of one resource (the event\'s id) '
+    "are made one after another in the order their events were accepted, each carrying "
+    "webhook-sequence: 1, 2, 3, ..."
+)
+RATE_DOC = (
+    "At most this many attempts per second to the endpoint (1-10000), bursts of up to one "
+    "second's worth; null for no limit. Tries over it wait their turn."
+)
+
+
 class EndpointSchema(Schema):
     """An endpoint, as the organization service, the live socket and the CLI show it."""
 
@@ -114,6 +126,10 @@ class EndpointSchema(Schema):
     payloadFormat = fields.String(attribute="payload_format")
     timeoutSeconds = fields.Integer(attribute="timeout_seconds")
     maxRetries = fields.Integer(attribute="max_retries")
+    ordering = fields.String(metadata={"description": ORDERING_DOC})
+    rateLimit = fields.Integer(
+        attribute="rate_limit", allow_none=True, metadata={"description": RATE_DOC}
+    )
     scope = fields.String()
     category = fields.String(allow_none=True)
     headers = MaskedHeaders(attribute="headers_encrypted")
@@ -259,6 +275,8 @@ class OperatorEndpointSchema(EndpointSchema):
             "disabledReason",
             "eventTypes",
             "payloadFormat",
+            "ordering",
+            "rateLimit",
             "scope",
             "category",
             "failingSince",

@@ -4,9 +4,9 @@ Pure: no database, broker or HTTP. Given what the delivery was, which try this i
 its post went, ``decide_attempt`` returns the delivery's next state (delivered, retry at a
 time, failed, left as it was), the attempt row, the change to the endpoint's health and
 whether the endpoint is to be disabled; ``decide_claim`` says whether a try is to be made
-now or why not (done, cancelled, leased, early). Every attempt (scheduled, manual, test)
-on every storage backend is decided here, and each backend writes a ``Decision`` in one
-place (``shared.services.deliveries.records``).
+now or why not (done, cancelled, leased, held behind its resource, paused, early). Every
+attempt (scheduled, manual, test) on every storage backend is decided here, and each
+backend writes a ``Decision`` in one place (``shared.services.deliveries.records``).
 
 The rules, as the API documents them (docs/api.md, "Delivery"):
 - a 2xx answer delivers; anything else (3xx included) fails the attempt;
@@ -19,7 +19,10 @@ The rules, as the API documents them (docs/api.md, "Delivery"):
   failure leaves a pending delivery's retries as they are (a delivery made only for the
   resend, with nothing scheduled, fails with it);
 - a delivery that stopped being pending while a scheduled try was in flight (cancelled, or
-  delivered by a manual attempt) keeps its own account; the attempt is still recorded.
+  delivered by a manual attempt) keeps its own account; the attempt is still recorded;
+- on an ordered endpoint (docs/api.md §11.3) a delivery's first try waits while an
+  earlier delivery of its resource is pending, and no try goes while the receiver's
+  Retry-After holds its endpoint (§11.6).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class DeliveryState:
     max_attempts: int
     next_attempt_at: datetime | None = None
     lease_until: datetime | None = None
+    # Its place among its resource's deliveries on an ordered endpoint; None when unordered.
+    sequence: int | None = None
 
     @property
     def guard(self) -> tuple[str, int, int]:
@@ -70,6 +75,7 @@ class DeliveryState:
             max_attempts=row.max_attempts,
             next_attempt_at=row.next_attempt_at,
             lease_until=row.lease_until,
+            sequence=getattr(row, "sequence", None),
         )
 
 
@@ -88,6 +94,8 @@ class Skip(StrEnum):
     CANCELLED = "cancelled"  # its endpoint was disabled or deleted
     LEASED = "leased"  # another run is making it right now
     EARLY = "early"  # not due yet
+    HELD = "held"  # an earlier delivery of its resource has not ended (ordering)
+    PACED = "paced"  # its endpoint's rate limit or Retry-After makes it wait its turn
     RECORDED = "recorded"  # another run recorded the attempt meanwhile
 
 
@@ -223,8 +231,13 @@ def decide_attempt(
             status = DeliveryStatus.DELIVERED
             changes["lease_until"] = None
         else:
+            # A delivery waiting behind its resource (a sequence, no due time) still has
+            # its scheduled tries ahead of it.
             nothing_scheduled = (
-                pending and state.next_attempt_at is None and state.attempt_count == 0
+                pending
+                and state.next_attempt_at is None
+                and state.attempt_count == 0
+                and state.sequence is None
             )
             if status != DeliveryStatus.DELIVERED and (gone or nothing_scheduled):
                 status = DeliveryStatus.FAILED
@@ -266,9 +279,21 @@ class ClaimDecision:
 
 
 def decide_claim(
-    state: DeliveryState | None, *, try_number: int, endpoint_live: bool, now: datetime
+    state: DeliveryState | None,
+    *,
+    try_number: int,
+    endpoint_live: bool,
+    now: datetime,
+    held: bool = False,
+    paused_until: datetime | None = None,
 ) -> ClaimDecision:
-    """Whether scheduled try ``try_number`` of a delivery is to be made now, or why not."""
+    """Whether scheduled try ``try_number`` of a delivery is to be made now, or why not.
+
+    ``held``: an earlier delivery of the same resource to the same ordered endpoint is
+    still pending; only a first try waits for it (a later try comes after the first,
+    which already found every earlier one ended). ``paused_until``: the endpoint's
+    receiver asked for no tries until then.
+    """
     if state is None:
         return ClaimDecision(Skip.GONE)
     if state.status != DeliveryStatus.PENDING or state.attempt_count != try_number - 1:
@@ -277,7 +302,12 @@ def decide_claim(
         return ClaimDecision(Skip.CANCELLED)
     if state.lease_until is not None and state.lease_until > now:
         return ClaimDecision(Skip.LEASED)
+    if held and try_number == 1 and state.sequence is not None:
+        return ClaimDecision(Skip.HELD)
     due = state.next_attempt_at
+    if paused_until is not None and paused_until > now:
+        until = max(paused_until, due) if due is not None else paused_until
+        return ClaimDecision(Skip.PACED, wait=(until - now).total_seconds())
     if due is not None and due > now + timedelta(seconds=EARLY_TOLERANCE):
         return ClaimDecision(Skip.EARLY, wait=(due - now).total_seconds())
     return ClaimDecision()

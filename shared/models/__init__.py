@@ -3,7 +3,7 @@
 from .base import Base, new_id, utcnow
 from .endpoints import Endpoint
 from .enums import AttemptStatus, DeliveryStatus, Ordering, PayloadFormat, Scope, Trigger
-from .messages import Attempt, Delivery, ManualRequest, Message
+from .messages import Attempt, Delivery, ManualRequest, Message, ResourceSequence
 from .organizations import (
     ApiKey,
     Application,
@@ -27,6 +27,7 @@ __all__ = [
     "OrganizationInitialization",
     "PayloadFormat",
     "Ordering",
+    "ResourceSequence",
     "Scope",
     "Trigger",
     "User",

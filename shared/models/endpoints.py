@@ -65,6 +65,9 @@ class Endpoint(Base):
     # The last failure as reported with that notice, the warning's cause (migration 0008).
     failing_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failing_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A receiver's Retry-After on a 429 or 503 holds every try of the endpoint until then
+    # (docs/api.md §11.6; migration 0007).
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_endpoints_org_live", "organization_id", "created_at"),

@@ -87,6 +87,14 @@ class Delivery(Base):
     http_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Ordering (docs/api.md §11.3, migration 0007): the event's resource and this
+    # delivery's place among that resource's deliveries to its endpoint. Both null when
+    # the endpoint is unordered or the event has no resource: such a delivery is never held.
+    resource_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The time the endpoint's rate limit gave this try (docs/api.md §11.6); null when it
+    # did not have to wait.
+    slot_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("message_id", "endpoint_id", name="uq_deliveries_message_endpoint"),
@@ -100,6 +108,15 @@ class Delivery(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_deliveries_org_status", "organization_id", "status", "message_id"),
+        # Is an earlier delivery of this resource still pending; which one is next.
+        Index(
+            "ix_deliveries_resource_order",
+            "endpoint_id",
+            "resource_id",
+            "sequence",
+            postgresql_where=text("status = 'pending' AND sequence IS NOT NULL"),
+            sqlite_where=text("status = 'pending' AND sequence IS NOT NULL"),
+        ),
         # Room in each page for the claim's heap-only update (migration 0002).
         {"postgresql_with": {"fillfactor": 70}},
     )
@@ -156,9 +173,30 @@ class ManualRequest(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # When a task for it was last handed to the broker.
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The time the endpoint's rate limit gave this attempt, when it had to wait.
+    slot_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
         Index("ix_manual_requests_enqueued", "enqueued_at"),
         Index("ix_manual_requests_delivery", "delivery_id"),
     )
+
+
+class ResourceSequence(Base):
+    """The last ``webhook-sequence`` an ordered endpoint's deliveries of one resource got.
+
+    Upserted by each fan-out (docs/api.md §11.3); the row lock it takes is also what keeps
+    two concurrent fan-outs of one resource in the order they were accepted.
+    """
+
+    __tablename__ = "resource_sequences"
+
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    resource_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(Integer)
+    # Untouched since the retention period: forgotten (shared.services.retention). Not
+    # indexed, so that each fan-out's upsert of the counter stays a heap-only update.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

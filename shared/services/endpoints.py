@@ -13,7 +13,7 @@ from ..crypto import encrypt, new_signing_secret
 from ..errors import Forbidden, Invalid, NotFound
 from ..models import Delivery, Endpoint, new_id, utcnow
 from ..targets import validate_target_url
-from . import endpoint_headers, endpoint_lifetime, operational_events
+from . import endpoint_flow, endpoint_headers, endpoint_lifetime, operational_events
 from .auth import Principal
 
 PAYLOAD_FORMATS = ("daytona", "envelope", "e2b")
@@ -136,6 +136,8 @@ def create_endpoint(
     payload_filter: object = None,
     resource_id: str | None = None,
     expires_at: object = None,
+    ordering: str = "none",
+    rate_limit: int | None = None,
 ) -> NewEndpoint:
     """Create an endpoint; returns it with its signing secret (shown only now)."""
     if scope not in SCOPES:
@@ -168,6 +170,8 @@ def create_endpoint(
         # docs/api.md §11.4
         resource_id=endpoint_lifetime.check_resource_id(resource_id),
         expires_at=endpoint_lifetime.check_expires_at(expires_at),
+        ordering=endpoint_flow.check_ordering(ordering),
+        rate_limit=endpoint_flow.check_rate_limit(rate_limit),
         secret_encrypted=encrypt(secret),
         headers_encrypted=endpoint_headers.encrypted_headers(headers),
         created_at=now,
@@ -193,6 +197,7 @@ UPDATABLE = (
     "headers",
     "filter",
     "expires_at",
+    *endpoint_flow.FIELDS,
 )
 
 
@@ -252,6 +257,7 @@ def update_endpoint(
         values["filter"] = filters.validate_filter(changes["filter"])
     if "expires_at" in changes:
         values["expires_at"] = endpoint_lifetime.check_expires_at(changes["expires_at"])
+    values.update(endpoint_flow.flow_changes(changes))
     if scope != endpoint.scope:
         values["scope"] = scope
         values["user_id"] = None if scope == "account" else principal.user_id

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from .. import events, filters, metrics, tracing
 from ..db import commit_without_flush
-from ..models import Delivery, Endpoint, Message, new_id, utcnow
+from ..models import Delivery, Endpoint, Message, Ordering, new_id, utcnow
 from ..queue import Task, enqueue_many_after_commit
-from . import ingest_statements
+from . import ingest_statements, sequences
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,7 @@ class EndpointTarget(NamedTuple):
     max_retries: int
     filter: str | None  # its payload filter as JSON text, or None
     resource_id: str | None = None
+    ordering: str = "none"
 
 
 def insert_skipping_conflicts(
@@ -132,11 +133,12 @@ def create_deliveries(
                 )
             )
     tracing.annotate_fan_out(messages, deliveries=len(rows))
+    order = _ordering_columns(session, messages, rows, endpoints_by_org, now)
     if not rows:
         created = []
     elif ingest_statements.postgresql_engine(session) is not None:
         columns = [list(column) for column in zip(*rows, strict=True)]
-        created = ingest_statements.insert_deliveries(session, columns, now=now)
+        created = ingest_statements.insert_deliveries(session, columns + order, now=now)
     else:
         pending = {
             "status": "pending",
@@ -151,8 +153,12 @@ def create_deliveries(
             session,
             Delivery,
             [
-                {**dict(zip(ingest_statements.DELIVERY_COLUMNS, row, strict=True)), **pending}
-                for row in rows
+                {
+                    **dict(zip(ingest_statements.DELIVERY_COLUMNS, row, strict=True)),
+                    **dict(zip(ingest_statements.ORDER_COLUMNS, ordered, strict=True)),
+                    **pending,
+                }
+                for row, ordered in zip(rows, zip(*order, strict=True), strict=True)
             ],
             unique=["message_id", "endpoint_id"],
         )
@@ -162,6 +168,68 @@ def create_deliveries(
     )
     metrics.count_fanned_out(session, messages)
     return created
+
+
+def _ordering_columns(
+    session: Session,
+    messages: Sequence[StoredMessage | Row],
+    rows: list[tuple],
+    endpoints_by_org: dict[str, list],
+    now: datetime,
+) -> list[list]:
+    """The ``ORDER_COLUMNS`` lists of a fan-out's delivery rows (docs/api.md §11.3).
+
+    Deliveries to an ordered endpoint of an event with a resource get the resource and
+    their sequence; every other one gets nulls.
+    """
+    resource_ids: list[str | None] = [None] * len(rows)
+    numbers: list[int | None] = [None] * len(rows)
+    ordered = sequences.ordered_endpoints(endpoints_by_org)
+    if ordered:
+        resources = {m.id: sequences.resource_of(m) for m in messages}
+        # rows are in the messages' order: a resource's deliveries are numbered that way.
+        at = [i for i, row in enumerate(rows) if row[2] in ordered and resources[row[1]]]
+        keys = [(rows[i][2], resources[rows[i][1]]) for i in at]
+        for i, (key, number) in zip(
+            at,
+            zip(keys, sequences.assign_sequences(session, keys, now=now), strict=True),
+            strict=True,
+        ):
+            resource_ids[i], numbers[i] = key[1], number
+    return [resource_ids, numbers]
+
+
+def _these_and_earlier(connection: Connection, message_ids: list[str]) -> ColumnElement[bool]:
+    """The messages given, and those of their organizations accepted before them.
+
+    docs/api.md §11.3: an ordered endpoint numbers a resource's deliveries in the order
+    their messages were accepted, and fan-out tasks run in any order. So for an
+    organization with an ordered endpoint, a task also fans out the earlier messages
+    still owed one (their own task then finds nothing to do), and waits for a task
+    fanning them out right now (its claim waits for that task's row locks). Locks are
+    only ever waited for on older messages, so two tasks cannot wait for each other.
+    Other organizations' fan-outs stay independent of each other.
+    """
+    table = Message.__table__
+    endpoints = Endpoint.__table__
+    ordered = (
+        select(endpoints.c.id)
+        .where(
+            endpoints.c.organization_id == table.c.organization_id,
+            endpoints.c.ordering == Ordering.RESOURCE,
+            ingest_statements.RECEIVING,
+        )
+        .exists()
+    )
+    cutoffs = connection.execute(
+        select(table.c.organization_id, func.max(table.c.created_at))
+        .where(table.c.id.in_(message_ids), ordered)
+        .group_by(table.c.organization_id)
+    ).all()
+    earlier = [
+        and_(table.c.organization_id == org, table.c.created_at < cutoff) for org, cutoff in cutoffs
+    ]
+    return or_(table.c.id.in_(message_ids), *earlier)
 
 
 def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
@@ -176,9 +244,10 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     commit_without_flush(session)
     table = Message.__table__
     now = utcnow()
+    connection = session.connection()
     claim = (
         update(table)
-        .where(table.c.id.in_(message_ids), table.c.fanned_out_at.is_(None))
+        .where(table.c.fanned_out_at.is_(None), _these_and_earlier(connection, message_ids))
         .values(fanned_out_at=now)
         .returning(
             table.c.id,
@@ -188,12 +257,14 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
             table.c.custom,
             table.c.test,
             table.c.target_endpoint_id,
+            table.c.created_at,
         )
     )
-    connection = session.connection()
     messages = connection.execute(claim).all()
     if not messages:
         return []
+    # In the order they were accepted: an ordered endpoint's sequences follow it.
+    messages.sort(key=lambda m: (m.created_at, m.id))
     org_ids = {m.organization_id for m in messages}
     endpoints_by_org: dict[str, list] = {org: [] for org in org_ids}
     query = select(*ingest_statements.TARGET_COLUMNS).where(

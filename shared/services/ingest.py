@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from ..event_catalog import STATE_FIELDS
 from ..models import Message, Organization, new_id, utcnow
 from ..queue import Task, enqueue_after_commit, enqueue_many
-from . import ingest_statements
+from . import ingest_statements, sequences
 from .auth import Principal
 from .endpoints import get_endpoint
 from .fanout import (
@@ -161,7 +161,9 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
     """Accept one event in two autocommit round trips (``ingest_statements``).
 
     None when the organization has more endpoints than a request fans out itself: the
-    caller then takes the transactional path, which leaves the fan-out to a task.
+    caller then takes the transactional path, which leaves the fan-out to a task. None
+    too when an ordered endpoint gets the event: its sequence (``sequences``) is given in
+    the transactional path's fan-out.
     """
     cap = INLINE_FANOUT_ENDPOINTS + 2  # past the limit, and past the organization's own row
     rows = ingest_statements.plan(engine, organization_id=draft.organization_id, cap=cap)
@@ -186,6 +188,9 @@ def _accept_one(session: Session, engine: Engine, draft: _Draft) -> Accepted | N
         trace_parent=tracing.current_parent(),
     )
     targets = endpoint_targets(message, endpoints)
+    ordered = sequences.ordered_endpoints({message.organization_id: endpoints})
+    if any(t[0] in ordered for t in targets) and sequences.resource_of(message):
+        return None
     delivery_ids = [new_id("whd") for _ in targets]
     tracing.annotate_fan_out([message], deliveries=len(delivery_ids))
     written = ingest_statements.store(
@@ -355,7 +360,9 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
                 "test": draft.test,
                 "target_endpoint_id": draft.target_endpoint_id,
                 "fanned_out_at": fanned_out_at,
-                "created_at": now,
+                # A microsecond apart, in array order: the order they were accepted in,
+                # which ordered endpoints keep (docs/api.md §11.3) when a task fans out.
+                "created_at": now + timedelta(microseconds=len(rows)),
                 "trace_parent": trace_parent,
             }
         )
@@ -390,12 +397,11 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
     if plan.endpoints is not None:
         create_deliveries(session, list(by_id.values()), plan.endpoints, now)
     else:
-        # One fan-out task per organization, in that organization's lane (shared.lanes).
+        # One fan-out task per organization, in that organization's lane (shared.lanes), its
+        # messages in acceptance order: ordered endpoints number a resource's deliveries so.
         by_org: dict[str, list[str]] = {}
         for message in by_id.values():
             by_org.setdefault(message.organization_id, []).append(message.id)
         for organization_id, message_ids in sorted(by_org.items()):
-            enqueue_after_commit(
-                session, Task.FANOUT, sorted(message_ids), organization=organization_id
-            )
+            enqueue_after_commit(session, Task.FANOUT, message_ids, organization=organization_id)
     return results

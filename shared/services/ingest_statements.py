@@ -52,6 +52,7 @@ TARGET_COLUMNS = (
     # As JSON text: fan-out compiles each distinct filter once (``filters.stored_predicate``).
     cast(_E.c.filter, Text).label("filter"),
     _E.c.resource_id,
+    _E.c.ordering,
 )
 
 # An endpoint that receives new messages: not deleted, not disabled.
@@ -111,6 +112,8 @@ DELIVERY_COLUMNS = (
     "event_type",
     "max_attempts",
 )
+# ...the ordering columns of a fan-out's deliveries (null for unordered ones)...
+ORDER_COLUMNS = ("resource_id", "sequence")
 # ...and those every new delivery starts with: pending, nothing tried, due now.
 _PENDING_COLUMNS = (
     "status",
@@ -152,11 +155,11 @@ STORE = select(_MESSAGE.c.id).add_cte(_DELIVERIES)
 _FAN_OUT = (
     insert(_D)
     .from_select(
-        [*DELIVERY_COLUMNS, *_PENDING_COLUMNS],
+        [*DELIVERY_COLUMNS, *ORDER_COLUMNS, *_PENDING_COLUMNS],
         select(
             *(
-                _unnest(f"p_{name}", Integer if name == "max_attempts" else String)
-                for name in DELIVERY_COLUMNS
+                _unnest(f"p_{name}", Integer if name in ("max_attempts", "sequence") else String)
+                for name in (*DELIVERY_COLUMNS, *ORDER_COLUMNS)
             ),
             *_PENDING_VALUES,
         ),
@@ -189,11 +192,13 @@ def store(engine: Engine, params: dict[str, Any]) -> bool:
 
 
 def insert_deliveries(session: Session, columns: list[list[Any]], *, now: Any) -> list[str]:
-    """Insert pending deliveries, one per index of the ``DELIVERY_COLUMNS`` lists; the ids
-    inserted (a (message, endpoint) pair that already has one is skipped)."""
+    """Insert pending deliveries, one per index of the ``DELIVERY_COLUMNS`` and then
+    ``ORDER_COLUMNS`` lists; the ids inserted (a (message, endpoint) pair that already has
+    one is skipped)."""
     # Named p_<column>: Core would take a parameter named like a column as a value for it.
+    names = (*DELIVERY_COLUMNS, *ORDER_COLUMNS)
     params: dict[str, Any] = {
-        f"p_{name}": values for name, values in zip(DELIVERY_COLUMNS, columns, strict=True)
+        f"p_{name}": values for name, values in zip(names, columns, strict=True)
     }
     params["now"] = now
     return list(session.connection().execute(_FAN_OUT, params).scalars())

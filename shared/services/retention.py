@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import get_settings
-from ..models import Attempt, Delivery, Message, utcnow
+from ..models import Attempt, Delivery, Message, ResourceSequence, utcnow
 
 # Small batches, each its own transaction, so no table is locked for long.
 PURGE_BATCH = 1000
@@ -45,4 +45,19 @@ def purge_expired(factory: sessionmaker[Session], *, max_batches: int = 1000) ->
             session.execute(delete(Message).where(Message.id.in_(ids)))
             session.commit()
             counts["messages"] += len(ids)
+    counts["sequences"] = _purge_sequences(factory, cutoff)
     return counts
+
+
+def _purge_sequences(factory: sessionmaker[Session], cutoff: datetime) -> int:
+    """Forget the ``webhook-sequence`` counters of resources unheard of since the cutoff.
+
+    Their deliveries are gone with their messages; a resource heard of again after that
+    long counts from 1 again (docs/api.md §11.3).
+    """
+    with factory() as session:
+        purged = session.execute(
+            delete(ResourceSequence).where(ResourceSequence.updated_at < cutoff)
+        ).rowcount
+        session.commit()
+    return purged

@@ -75,6 +75,8 @@ def register(
             name=HOOK_NAME,
             description=HOOK_DESCRIPTION,
             category=CATEGORY,
+            # docs/api.md §11.3: the team hook gets each sandbox's events in order.
+            ordering="resource",
         )
     except IntegrityError:
         # Two registrations raced past the check above; the partial unique index on

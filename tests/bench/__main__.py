@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     parser.add_argument(
         "--scenarios",
         default=",".join(map(str, _DEFAULTS.scenarios)),
-        help="comma-separated scenario numbers (1-7)",
+        help="comma-separated scenario numbers (1-6; 7: noisy neighbour; 8: ordered endpoints)",
     )
     parser.add_argument(
         "--scale",
@@ -114,7 +114,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     args = parser.parse_args(argv)
     scenarios = sorted({int(s) for s in args.scenarios.split(",") if s.strip()})
     if not scenarios or any(s not in SCENARIOS for s in scenarios):
-        parser.error("--scenarios takes numbers from 1 to 7")
+        parser.error(f"--scenarios takes numbers among {sorted(SCENARIOS)}")
     if not 0 < args.scale <= 10:
         parser.error("--scale must be in (0, 10]")
     if not args.database_url.rsplit("/", 1)[-1].startswith("webhooks_bench"):

@@ -64,9 +64,9 @@ def test_an_endpoint_renders_its_state_times_and_nulls_as_the_organization_servi
     shown = EndpointSchema().dump(_endpoint(is_active=False, disabled_reason="gone"))
     assert list(shown) == [
         "id", "name", "url", "description", "eventTypes", "status", "disabledReason",
-        "payloadFormat", "timeoutSeconds", "maxRetries", "scope", "category", "headers",
-        "filter", "createdAt", "updatedAt", "resourceId", "expiresAt", "deletedReason",
-        "failing",
+        "payloadFormat", "timeoutSeconds", "maxRetries", "ordering", "rateLimit", "scope",
+        "category", "headers", "filter", "createdAt", "updatedAt", "resourceId", "expiresAt",
+        "deletedReason", "failing",
     ]  # fmt: skip
     assert shown["status"] == "disabled"
     assert shown["disabledReason"] == "gone"

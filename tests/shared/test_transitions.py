@@ -172,10 +172,52 @@ def test_a_manual_failure_keeps_a_delivered_deliverys_own_status_code():
     ],
     ids=["gone", "ended", "later-try", "endpoint-off", "leased", "early", "tolerated", "lapsed"],
 )
-def test_a_claim_is_made_only_for_a_due_unleased_try_of_a_live_endpoint(
-    state, endpoint_live, skip
-):
+def test_a_claim_is_made_only_for_a_due_unleased_try_of_a_live_endpoint(state, endpoint_live, skip):
     verdict = decide_claim(state, try_number=1, endpoint_live=endpoint_live, now=NOW)
     assert verdict.skip == skip
     if skip == Skip.EARLY:
         assert verdict.wait == 5.0
+
+
+def test_a_first_try_waits_while_an_earlier_delivery_of_its_resource_is_pending():
+    parked = _state(sequence=2, next_attempt_at=None)
+    assert decide_claim(parked, try_number=1, endpoint_live=True, now=NOW, held=True).skip == (
+        Skip.HELD
+    )
+    # Once nothing before it is pending, it goes, parked (no due time) or not.
+    assert decide_claim(parked, try_number=1, endpoint_live=True, now=NOW).skip is None
+
+
+def test_only_a_first_try_of_an_ordered_delivery_is_held():
+    retry = _state(sequence=2, attempt_count=1)
+    assert decide_claim(retry, try_number=2, endpoint_live=True, now=NOW, held=True).skip is None
+    unordered = _state()
+    assert (
+        decide_claim(unordered, try_number=1, endpoint_live=True, now=NOW, held=True).skip is None
+    )
+
+
+def test_a_held_try_of_a_gone_endpoint_is_cancelled_not_held():
+    state = _state(sequence=3)
+    verdict = decide_claim(state, try_number=1, endpoint_live=False, now=NOW, held=True)
+    assert verdict.skip == Skip.CANCELLED
+
+
+def test_a_paused_endpoint_holds_its_tries_until_the_pause_or_their_due_time():
+    paused = NOW + timedelta(seconds=30)
+    verdict = decide_claim(_state(), try_number=1, endpoint_live=True, now=NOW, paused_until=paused)
+    assert (verdict.skip, verdict.wait) == (Skip.PACED, 30.0)
+    later = _state(attempt_count=1, next_attempt_at=NOW + timedelta(seconds=90))
+    verdict = decide_claim(later, try_number=2, endpoint_live=True, now=NOW, paused_until=paused)
+    assert (verdict.skip, verdict.wait) == (Skip.PACED, 90.0)
+    over = NOW - timedelta(seconds=1)
+    assert (
+        decide_claim(_state(), try_number=1, endpoint_live=True, now=NOW, paused_until=over).skip
+        is None
+    )
+
+
+def test_a_manual_failure_leaves_a_delivery_waiting_for_its_turn_pending():
+    state = _state(sequence=4, next_attempt_at=None)
+    decision = _decide(state, _result(500), try_number=None, trigger=Trigger.MANUAL)
+    assert decision.status == DeliveryStatus.PENDING

@@ -33,6 +33,8 @@ ENDPOINT_KEYS = {
     "payloadFormat",
     "timeoutSeconds",
     "maxRetries",
+    "ordering",
+    "rateLimit",
     "scope",
     "category",
     "headers",

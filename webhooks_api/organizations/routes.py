@@ -54,6 +54,8 @@ _PATCH_FIELDS = {
     "filter": "filter",
     "resourceId": "resource_id",
     "expiresAt": "expires_at",
+    "ordering": "ordering",
+    "rateLimit": "rate_limit",
 }
 
 
@@ -93,6 +95,8 @@ class Endpoints(MethodView):
             payload_filter=body.get("filter"),
             resource_id=body.get("resourceId"),
             expires_at=body.get("expiresAt"),
+            ordering=body.get("ordering", "none"),
+            rate_limit=body.get("rateLimit"),
         )
 
 

@@ -9,6 +9,8 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from shared.errors import Invalid
 from shared.schemas import (
     DELIVERY_STATUSES,
+    ORDERING_DOC,
+    RATE_DOC,
     AttemptSchema,
     EndpointSchema,
     MessageDeliverySchema,
@@ -17,6 +19,7 @@ from shared.schemas import (
     filter_field,
     through,
 )
+from shared.services.endpoint_flow import ORDERINGS, RATE_LIMIT_RANGE
 from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
 from shared.services.ingest import EVENT_ID_MAX, parse_timestamp
 
@@ -86,6 +89,19 @@ class IsoDateTime(fields.String):
 # ---- request bodies ------------------------------------------------------------------------
 
 
+def _ordering_field() -> fields.Field:
+    return fields.String(validate=validate.OneOf(ORDERINGS), metadata={"description": ORDERING_DOC})
+
+
+def _rate_limit_field() -> fields.Field:
+    return fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(*RATE_LIMIT_RANGE),
+        metadata={"description": RATE_DOC},
+    )
+
+
 class EndpointCreateSchema(Schema):
     url = text_field(required=True, max_length=URL_MAX)
     eventTypes = fields.List(text_field(max_length=EVENT_TYPE_MAX), required=True)
@@ -101,6 +117,8 @@ class EndpointCreateSchema(Schema):
         allow_none=True,
         metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
     )
+    ordering = _ordering_field()
+    rateLimit = _rate_limit_field()
 
 
 class EndpointUpdateSchema(Schema):
@@ -120,6 +138,8 @@ class EndpointUpdateSchema(Schema):
         allow_none=True,
         metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
     )
+    ordering = _ordering_field()
+    rateLimit = _rate_limit_field()
 
 
 class RecoverSchema(Schema):

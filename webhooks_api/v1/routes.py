@@ -108,6 +108,8 @@ class Webhooks(MethodView):
             payload_filter=body.get("filter"),
             resource_id=body.get("resource_id"),
             expires_at=body.get("expires_at"),
+            ordering=body.get("ordering", "none"),
+            rate_limit=body.get("rate_limit"),
         )
         return _one(session, created.endpoint, created.secret)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, missing
 
-from shared.schemas import MaskedHeaders, Timestamp, filter_field
+from shared.schemas import ORDERING_DOC, RATE_DOC, MaskedHeaders, Timestamp, filter_field
 
 from ..context import current_principal
 from ..fields import HeadersInput
@@ -30,6 +30,8 @@ class V1EndpointCreateSchema(Schema):
         allow_none=True,
         metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
     )
+    ordering = fields.String(metadata={"description": ORDERING_DOC})
+    rate_limit = fields.Integer(strict=True, allow_none=True, metadata={"description": RATE_DOC})
 
 
 class V1EndpointUpdateSchema(Schema):
@@ -49,6 +51,8 @@ class V1EndpointUpdateSchema(Schema):
         allow_none=True,
         metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
     )
+    ordering = fields.String(metadata={"description": ORDERING_DOC})
+    rate_limit = fields.Integer(strict=True, allow_none=True, metadata={"description": RATE_DOC})
 
 
 class V1ListArgsSchema(Schema):
@@ -98,6 +102,10 @@ class V1EndpointSchema(Schema):
     payload_format = fields.String(attribute="endpoint.payload_format")
     headers = MaskedHeaders(attribute="endpoint.headers_encrypted")
     filter = filter_field(attribute="endpoint.filter")
+    ordering = fields.String(attribute="endpoint.ordering", metadata={"description": ORDERING_DOC})
+    rate_limit = fields.Integer(
+        attribute="endpoint.rate_limit", allow_none=True, metadata={"description": RATE_DOC}
+    )
     total_deliveries = fields.Integer(attribute="stats.total")
     successful_deliveries = fields.Integer(attribute="stats.successful")
     failed_deliveries = fields.Integer(attribute="stats.failed")

@@ -9,7 +9,7 @@ few seconds; the partial index holds only those, so the look costs nothing while
 endpoint is healthy.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
@@ -20,7 +20,7 @@ FAILING_UNNOTICED = sa.text(
 )
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -20,6 +20,7 @@ from ...http import AttemptResult, DeliveryClient
 from ...models import Attempt, ManualRequest, Trigger, new_id, utcnow
 from ...queue import Task, enqueue
 from ...transitions import Decision, DeliveryState, Skip, decide_attempt
+from . import ordering, pacing
 from .claims import LEASES, Claimed, claim_scheduled_try, claimed_try, load
 from .records import Written, attempt_values, postgres_engine, writer_for
 
@@ -83,6 +84,10 @@ def run_scheduled_try(
     claimed = claim_scheduled_try(factory, postgres_engine(factory), delivery_id, try_number)
     if isinstance(claimed, Skip):
         return Outcome(delivery_id, skipped=claimed)
+    wait = pacing.turn(claimed, utcnow(), slot_at=claimed.slot_at)
+    if wait is not None:  # the endpoint's rate limit: not an attempt, back at its turn
+        pacing.defer_claimed(factory, claimed, wait)
+        return Outcome(delivery_id, skipped=Skip.PACED)
     # Renewed while the post runs, so the write below finds the claim still this run's.
     with LEASES.holding(factory, delivery_id, try_number):
         result = _post(client, claimed)
@@ -119,6 +124,9 @@ def run_manual_attempt(
         )
         if not _hold_request(session, attempt_id, timeout=endpoint.timeout_seconds):
             return Outcome(delivery_id, skipped=Skip.LEASED)
+        request = session.get(ManualRequest, attempt_id)
+        if pacing.manual_turn(session, claimed, request, endpoint.paused_until) is not None:
+            return Outcome(delivery_id, skipped=Skip.PACED)
     return record_attempt(factory, claimed, _post(client, claimed), attempt_id=attempt_id)
 
 
@@ -166,7 +174,21 @@ def record_attempt(
             countdown=decision.wait,
             organization=claimed.organization_id,
         )
+    _after_written(factory, claimed, decision, result)
     return _outcome(claimed, decision, attempt_id)
+
+
+def _after_written(
+    factory: sessionmaker[Session], claimed: Claimed, decision: Decision, result: AttemptResult
+) -> None:
+    """What a written attempt means for the endpoint's other deliveries (docs/api.md §11)."""
+    now = decision.attempt.created_at
+    if decision.completed is not None and claimed.resource_id is not None:
+        # The next delivery of the resource may go now (§11.3).
+        ordering.release_next(
+            factory, endpoint_id=claimed.endpoint_id, resource_id=claimed.resource_id, now=now
+        )
+    pacing.honour_retry_after(factory, claimed, result, now)  # §11.6
 
 
 def _outcome(claimed: Claimed, decision: Decision, attempt_id: str) -> Outcome:

@@ -35,6 +35,7 @@ from ...retry_policy import handed_to_broker
 from ...transitions import EARLY_TOLERANCE, DeliveryState, Skip, decide_claim
 from ..endpoint_lifetime import ends_binding
 from ..endpoints import cancel_pending_deliveries
+from . import ordering, pacing
 from .requests import SignedRequest, build_request
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ class Claimed:
     endpoint_owner: str | None
     # This delivery's end ends the endpoint's resource binding (docs/api.md §11.4).
     ends_binding: bool = False
+    # Ordering (docs/api.md §11.3): the delivery's resource and sequence, None if unordered.
+    resource_id: str | None = None
+    sequence: int | None = None
+    # Pacing (docs/api.md §11.6): the endpoint's rate limit, the slot this try was given.
+    rate_limit: int | None = None
+    slot_at: datetime | None = None
 
 
 def claimed_try(
@@ -89,6 +96,10 @@ def claimed_try(
         endpoint_scope=endpoint.scope,
         endpoint_owner=endpoint.user_id,
         ends_binding=ends_binding(endpoint, message),
+        resource_id=delivery.resource_id,
+        sequence=delivery.sequence,
+        rate_limit=endpoint.rate_limit,
+        slot_at=delivery.slot_at,
     )
 
 
@@ -124,6 +135,9 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("delivery", _D.c.max_attempts),
     ("delivery", _D.c.next_attempt_at),
     ("delivery", _D.c.lease_until),
+    ("delivery", _D.c.resource_id),
+    ("delivery", _D.c.sequence),
+    ("delivery", _D.c.slot_at),
     ("endpoint", _E.c.id),
     ("endpoint", _E.c.url),
     ("endpoint", _E.c.payload_format),
@@ -136,6 +150,7 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("endpoint", _E.c.scope),
     ("endpoint", _E.c.user_id),
     ("endpoint", _E.c.resource_id),
+    ("endpoint", _E.c.rate_limit),
     ("message", _M.c.id),
     ("message", _M.c.event_type),
     ("message", _M.c.payload),
@@ -145,7 +160,8 @@ CLAIM_COLUMNS: tuple[tuple[str, Any], ...] = (
 )
 
 # The case decide_claim lets through, as one compare-and-set: pending at the try before
-# this one, not leased, due (within the early tolerance), its endpoint live.
+# this one, not leased, due (within the early tolerance), not held behind its resource,
+# its endpoint live and not paused by its receiver's Retry-After.
 CLAIM = (
     update(_D)
     .where(
@@ -160,6 +176,8 @@ CLAIM = (
         _E.c.id == _D.c.endpoint_id,
         _E.c.is_active.is_(True),
         _E.c.deleted_at.is_(None),
+        or_(_E.c.paused_until.is_(None), _E.c.paused_until <= bindparam("now", type_=UTCDateTime)),
+        ordering.NOT_HELD,
         _M.c.id == _D.c.message_id,
     )
     .values(lease_until=bindparam("lease", type_=UTCDateTime))
@@ -227,16 +245,35 @@ def claim_scheduled_try(
         return _claim_with_reasons(session, delivery_id, try_number)
 
 
-def _claim_with_reasons(session: Session, delivery_id: str, try_number: int) -> Claimed | Skip:
+def _claim_with_reasons(
+    session: Session, delivery_id: str, try_number: int, *, decide_again: bool = True
+) -> Claimed | Skip:
     """Read the delivery, act on why its try is not made now, or claim it."""
     row = load(session, delivery_id)
     now = utcnow()
     state = DeliveryState.of(row.Delivery) if row is not None else None
     endpoint_live = row is not None and row.Endpoint.is_active and row.Endpoint.deleted_at is None
-    verdict = decide_claim(state, try_number=try_number, endpoint_live=endpoint_live, now=now)
+    verdict = decide_claim(
+        state,
+        try_number=try_number,
+        endpoint_live=endpoint_live,
+        now=now,
+        held=row is not None and try_number == 1 and ordering.is_held(session, row.Delivery),
+        paused_until=row.Endpoint.paused_until if row is not None else None,
+    )
     if verdict.skip == Skip.CANCELLED:
         cancel_pending_deliveries(session, endpoint_id=row.Endpoint.id, reason="Endpoint disabled")
         session.commit()
+    elif verdict.skip == Skip.HELD:
+        # Off the clock until the delivery before it ends (``ordering.release_next``).
+        if not ordering.park(session, row.Delivery) and decide_again:
+            # What held it ended since it was read, before the park: it is not parked,
+            # so no release will send it. Decide again now.
+            return _claim_with_reasons(session, delivery_id, try_number, decide_again=False)
+    elif verdict.skip == Skip.PACED:
+        pacing.defer_try(
+            session, delivery_id, try_number, due=now + timedelta(seconds=verdict.wait)
+        )
     elif verdict.skip == Skip.EARLY:
         if handed_to_broker(verdict.wait):
             enqueue(Task.DELIVER, delivery_id, try_number, countdown=verdict.wait)

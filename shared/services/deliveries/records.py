@@ -185,6 +185,7 @@ STATE_NOW = select(
     _D.c.max_attempts,
     _D.c.next_attempt_at,
     _D.c.lease_until,
+    _D.c.sequence,
 ).where(_D.c.id == bindparam("g_id"))
 
 

@@ -55,4 +55,8 @@ def build_request(endpoint: Any, message: Any, delivery: Any) -> SignedRequest:
     # docs/api.md §11.1: the endpoint's custom headers go with every attempt; none of them
     # can have a name the service sends, and the service's are merged last all the same.
     headers = with_custom_headers(endpoint.headers_encrypted, headers)
+    sequence = getattr(delivery, "sequence", None)
+    if sequence is not None:
+        # docs/api.md §11.3: the delivery's place among its resource's deliveries.
+        headers["webhook-sequence"] = str(sequence)
     return SignedRequest(body=body, headers=headers)

@@ -4,7 +4,8 @@ The delivery rows, not the broker, say what is due. A task can be lost (a worker
 while holding it, a broker restarted empty), and waits longer than the broker is given to
 hold are left in the database on purpose (``shared.retry_policy.MAX_BROKER_COUNTDOWN``):
 the sweep finds both and enqueues them, as well as manual requests and fan-outs whose
-tasks never ran.
+tasks never ran, and deliveries of ordered endpoints left waiting after the delivery
+before them ended (``ordering.release_stranded``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from ... import tracing
 from ...models import Delivery, DeliveryStatus, ManualRequest, Message, utcnow
 from ...queue import Task, enqueue_after_commit
+from . import ordering
 
 # A try overdue by this much, and not held by a live worker, is presumed lost by the broker.
 OVERDUE_AFTER = timedelta(seconds=15)
@@ -48,7 +50,7 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
     task twice; the claim makes the second one a no-op.
     """
     now = utcnow()
-    counts = {"deliveries": 0, "fanouts": 0, "manual": 0}
+    counts = {"deliveries": 0, "fanouts": 0, "manual": 0, "released": 0}
     congested = backlog is None or backlog >= BACKLOG_LIMIT
     lease_free = or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now)
     never_enqueued = and_(
@@ -92,6 +94,8 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
                 organization=organization_id,
             )
     counts["deliveries"] = len(rows)
+    # Deliveries of ordered endpoints whose predecessor ended without letting them go.
+    counts["released"] = ordering.release_stranded(session, now)
 
     if congested:
         return counts

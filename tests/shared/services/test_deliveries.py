@@ -211,7 +211,7 @@ def test_sweep_leaves_overdue_tries_alone_while_the_broker_is_backlogged(
         with session_scope() as session:
             # Behind a long queue (or one that may be) the try is most likely waiting.
             counts = deliveries.sweep_due(session, backlog=backlog)
-        assert counts == {"deliveries": 0, "fanouts": 0, "manual": 0}
+        assert counts == {"deliveries": 0, "fanouts": 0, "manual": 0, "released": 0}
         with session_scope() as session:
             assert deliveries.sweep_due(session, backlog=3)["deliveries"] == 1
     finally:
@@ -505,6 +505,8 @@ def test_a_retry_due_in_more_than_a_minute_waits_for_the_sweep_not_in_a_worker(
     due = utcnow() + timedelta(seconds=2)
     with session_scope() as session:
         session.execute(update(Delivery).values(next_attempt_at=due))
+        # The Retry-After paused the whole endpoint as long (docs/api.md §11.6): over too.
+        session.execute(update(Endpoint).values(paused_until=None))
     with session_scope() as session:
         assert deliveries.sweep_due(session)["deliveries"] == 1
         assert deliveries.sweep_due(session)["deliveries"] == 0  # handed over once

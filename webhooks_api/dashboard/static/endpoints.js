@@ -234,6 +234,7 @@ export class EndpointsView {
         e.filter ? h("pre", { class: "code" }, filterText(e.filter)) : h("span", { class: "muted" }, "None"),
         "filter",
       ],
+      ...flowProps(e),
       ["Scope", e.scope],
       ["Created", timeEl(e.createdAt)],
       ["Updated", timeEl(e.updatedAt)],
@@ -365,6 +366,8 @@ export class EndpointsView {
       $("endpoint-description").value = endpoint.description || "";
       $("endpoint-status").value = endpoint.status === "active" ? "active" : "disabled";
       $("endpoint-filter").value = filterText(endpoint.filter);
+      $("endpoint-ordering").value = endpoint.ordering || "none";
+      $("endpoint-rate-limit").value = endpoint.rateLimit == null ? "" : String(endpoint.rateLimit);
     }
     this.headersEditor.load(endpoint ? endpoint.headers : {});
     fillLifecycleFields(endpoint);
@@ -437,6 +440,7 @@ export class EndpointsView {
     const description = $("endpoint-description").value.trim();
     const eventTypes = this.chosenEventTypes();
     const filter = readFilter($("endpoint-filter").value);
+    const flow = flowFields();
     error.textContent = "";
     this.showFilterError(filter.error || "");
     if (!url) {
@@ -457,6 +461,11 @@ export class EndpointsView {
       $("endpoint-filter").focus();
       return;
     }
+    if (flow.error) {
+      error.textContent = flow.error;
+      $("endpoint-rate-limit").focus();
+      return;
+    }
     const submit = $("endpoint-submit");
     submit.disabled = true;
     try {
@@ -470,6 +479,7 @@ export class EndpointsView {
           headers,
           filter: filter.value,
           ...lifecycleBody(this.editing),
+          ...flow.values,
         });
         this.items.set(updated.id, updated);
         if (this.detailId === updated.id) {
@@ -479,7 +489,7 @@ export class EndpointsView {
         $("endpoint-dialog").close();
         toast("Endpoint saved");
       } else {
-        const body = { url, eventTypes, ...lifecycleBody(null) };
+        const body = { url, eventTypes, ...lifecycleBody(null), ...flow.values };
         if (name) body.name = name;
         if (description) body.description = description;
         if (Object.keys(headers).length) body.headers = headers;
@@ -561,4 +571,29 @@ export class EndpointsView {
       }
     });
   }
+}
+
+// ---- ordering and rate limit (docs/api.md §11.3, §11.6) ---------------------------------
+
+const ORDERING_LABELS = {
+  none: "Any order",
+  resource: "Each resource's events one at a time, in order",
+};
+
+/** The details' rows for an endpoint's ordering and rate limit. */
+function flowProps(e) {
+  return [
+    ["Delivery order", ORDERING_LABELS[e.ordering] || e.ordering],
+    ["Rate limit", e.rateLimit == null ? "No limit" : `${e.rateLimit} attempts per second`],
+  ];
+}
+
+/** The form's ordering and rate limit as the API takes them, or an error to show. */
+function flowFields() {
+  const raw = $("endpoint-rate-limit").value.trim();
+  const rate = raw === "" ? null : Number(raw);
+  if (rate !== null && !(Number.isInteger(rate) && rate >= 1 && rate <= 10000)) {
+    return { error: "Rate limit must be a whole number of attempts per second from 1 to 10,000, or empty." };
+  }
+  return { values: { ordering: $("endpoint-ordering").value, rateLimit: rate } };
 }

@@ -1,0 +1,182 @@
+"""Ordering per resource (docs/api.md §11.3): which deliveries wait, and what lets them go.
+
+A delivery with a ``sequence`` (to an ordered endpoint, of an event with a resource)
+makes its first try only when no earlier delivery of its resource to its endpoint is
+still pending. ``shared.transitions.decide_claim`` gives that verdict (``Skip.HELD``);
+this module reads what it needs and acts on it:
+
+- ``NOT_HELD``: the claim's condition, so the common case stays one statement.
+- ``park``: a held delivery is taken off the clock (``next_attempt_at`` null): the sweep
+  leaves it alone and nothing polls it. It takes a share lock on the earlier pending
+  deliveries first: a delivery ending at that moment (its record updates its row) either
+  commits before (then it is no longer pending, and nothing is parked) or waits for the
+  park to commit (then its ``release_next`` finds the parked one).
+- ``release_next``: once a delivery ended, the first pending delivery of its resource, if
+  parked, is put back on the clock and handed to the broker at once.
+- ``release_stranded``: beat's sweep does the same for any parked delivery with nothing
+  pending before it, which is only the case when a worker died between a delivery's end
+  and its ``release_next``. A head whose worker died stays pending (its lease lapses and
+  the sweep hands it out again), so nothing overtakes it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ...db import first_row
+from ...models import Delivery, DeliveryStatus
+from ...models.base import UTCDateTime
+from ...queue import Task, enqueue, enqueue_after_commit
+
+_D = Delivery.__table__
+_EARLIER = _D.alias("earlier")
+_HEAD = _D.alias("head")
+# Written into the statements, not bound: the claim and the release are prepared once per
+# connection (``shared.db.autocommit_rows``), and a generic plan can use the partial index
+# of pending ordered deliveries only if it sees ``status = 'pending'`` itself. With a
+# parameter it walks every pending delivery of the endpoint instead.
+_PENDING = literal_column(f"'{DeliveryStatus.PENDING.value}'")
+
+# Deliveries of the same resource to the same endpoint, still pending, before ``_D``'s row.
+_EARLIER_PENDING = exists(
+    select(_EARLIER.c.id).where(
+        _EARLIER.c.endpoint_id == _D.c.endpoint_id,
+        _EARLIER.c.resource_id == _D.c.resource_id,
+        _EARLIER.c.status == _PENDING,
+        _EARLIER.c.sequence.is_not(None),
+        _EARLIER.c.sequence < _D.c.sequence,
+    )
+)
+
+# A try that is not held: unordered, a later try, or first in line.
+NOT_HELD = or_(_D.c.sequence.is_(None), _D.c.attempt_count > 0, ~_EARLIER_PENDING)
+
+_NOW = bindparam("now", type_=UTCDateTime)
+
+# The first pending delivery of a resource, when parked: back on the clock, due now.
+RELEASE = (
+    update(_D)
+    .where(
+        _D.c.id
+        == select(_HEAD.c.id)
+        .where(
+            _HEAD.c.endpoint_id == bindparam("endpoint_id"),
+            _HEAD.c.resource_id == bindparam("resource_id"),
+            _HEAD.c.status == _PENDING,
+            _HEAD.c.sequence.is_not(None),
+        )
+        .order_by(_HEAD.c.sequence)
+        .limit(1)
+        .scalar_subquery(),
+        _D.c.next_attempt_at.is_(None),
+        _D.c.attempt_count == 0,
+    )
+    .values(next_attempt_at=_NOW, enqueued_at=_NOW, updated_at=_NOW)
+    .returning(_D.c.id)
+)
+
+# Parked deliveries that nothing pending precedes any more (a sweep's batch).
+STRANDED_BATCH = 500
+_STRANDED = (
+    select(_D.c.id)
+    .where(
+        _D.c.status == _PENDING,
+        _D.c.sequence.is_not(None),
+        _D.c.next_attempt_at.is_(None),
+        _D.c.attempt_count == 0,
+        ~_EARLIER_PENDING,
+    )
+    .limit(STRANDED_BATCH)
+)
+
+
+def is_held(session: Session, delivery: Any) -> bool:
+    """Whether an earlier delivery of the delivery's resource is still pending."""
+    if delivery.sequence is None or delivery.attempt_count > 0:
+        return False
+    return bool(
+        session.scalar(select(_EARLIER_PENDING).select_from(_D).where(_D.c.id == delivery.id))
+    )
+
+
+def park(session: Session, delivery: Any) -> bool:
+    """Take a held delivery off the clock until ``release_next`` lets it go (committed).
+
+    False when it is not held any more (what held it ended meanwhile) or it moved on:
+    the caller then decides again.
+    """
+    earlier = select(_EARLIER.c.id).where(
+        _EARLIER.c.endpoint_id == delivery.endpoint_id,
+        _EARLIER.c.resource_id == delivery.resource_id,
+        _EARLIER.c.status == DeliveryStatus.PENDING,
+        _EARLIER.c.sequence.is_not(None),
+        _EARLIER.c.sequence < delivery.sequence,
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        earlier = earlier.with_for_update(read=True)
+    if not session.execute(earlier.limit(1)).first():
+        session.rollback()
+        return False
+    parked = session.execute(
+        update(_D)
+        .where(
+            _D.c.id == delivery.id,
+            _D.c.status == DeliveryStatus.PENDING,
+            _D.c.attempt_count == 0,
+            or_(
+                _D.c.next_attempt_at.is_(None),
+                _D.c.next_attempt_at == delivery.next_attempt_at,
+            ),
+        )
+        .values(next_attempt_at=None, enqueued_at=None, lease_until=None)
+    ).rowcount
+    session.commit()
+    return bool(parked)
+
+
+def release_next(
+    factory: sessionmaker[Session], *, endpoint_id: str, resource_id: str, now: datetime
+) -> str | None:
+    """Once a delivery of a resource ended, let the next one of that resource go now.
+
+    Returns the delivery handed to the broker, if one was waiting. Run twice, the second
+    run finds nothing parked.
+    """
+    from .records import postgres_engine  # records imports the claims, which import this
+
+    params = {"endpoint_id": endpoint_id, "resource_id": resource_id, "now": now}
+    engine = postgres_engine(factory)
+    if engine is not None:
+        row = first_row(engine, RELEASE, params, flush=False)
+    else:
+        with factory() as session:
+            row = session.execute(RELEASE, params).first()
+            session.commit()
+    if row is None:
+        return None
+    enqueue(Task.DELIVER, row[0], 1)
+    return row[0]
+
+
+def release_stranded(session: Session, now: datetime) -> int:
+    """Let parked deliveries with nothing pending before them go (beat's sweep).
+
+    The tasks are sent after the caller's commit.
+    """
+    query = _STRANDED
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(
+            update(_D)
+            .where(and_(_D.c.id.in_(ids), _D.c.next_attempt_at.is_(None)))
+            .values(next_attempt_at=now, enqueued_at=now, updated_at=now)
+        )
+        for delivery_id in ids:
+            enqueue_after_commit(session, Task.DELIVER, delivery_id, 1)
+    return len(ids)

@@ -1,0 +1,102 @@
+"""The ``webhook-sequence`` of deliveries to ordered endpoints, given at fan-out.
+
+docs/api.md §11.3: each delivery of one resource (the event's ``id``) to an ordered
+endpoint is numbered 1, 2, 3, ... in the order the service accepted the messages. The
+numbers come from one counter row per (endpoint, resource), upserted in the fan-out's
+own transaction: the upsert returns the new last number and keeps the row locked until
+the fan-out commits, so a second fan-out of the same resource (another request, another
+worker) waits for the first and numbers after it. Within one fan-out, messages are
+numbered in the order given (an ingest array's order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, Integer, String, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..models import Ordering, ResourceSequence
+
+_S = ResourceSequence.__table__
+
+
+def resource_of(message: Any) -> str | None:
+    """The resource a message's deliveries are ordered by: a platform event's ``id``.
+
+    Custom sends and test messages have none (docs/api.md §11.3: never held).
+    """
+    if message.custom or message.test:
+        return None
+    resource = message.payload.get("id") if isinstance(message.payload, dict) else None
+    return resource if isinstance(resource, str) and resource else None
+
+
+def ordered_endpoints(endpoints_by_org: dict[str, list]) -> set[str]:
+    """The ids of the ordered endpoints among a fan-out's targets."""
+    return {
+        endpoint.id
+        for endpoints in endpoints_by_org.values()
+        for endpoint in endpoints
+        if getattr(endpoint, "ordering", Ordering.NONE) == Ordering.RESOURCE
+    }
+
+
+def assign_sequences(
+    session: Session, keys: Sequence[tuple[str, str]], *, now: datetime
+) -> list[int]:
+    """The next sequence of each (endpoint, resource) in ``keys``, in the order given.
+
+    One statement for the whole fan-out. Counters are taken in a fixed order (sorted),
+    so two fan-outs sharing several resources cannot deadlock on each other's rows.
+    """
+    if not keys:
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    ordered = sorted(counts)
+    last = _upsert(session, ordered, [counts[k] for k in ordered], now)
+    # The fan-out's numbers for a key are the last ``count`` up to the counter's new value.
+    next_of = {key: last[key] - counts[key] + 1 for key in ordered}
+    sequences = []
+    for key in keys:
+        sequences.append(next_of[key])
+        next_of[key] += 1
+    return sequences
+
+
+def _upsert(
+    session: Session, keys: list[tuple[str, str]], counts: list[int], now: datetime
+) -> dict[tuple[str, str], int]:
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        rows = select(
+            func.unnest(literal([k[0] for k in keys], ARRAY(String))).label("endpoint_id"),
+            func.unnest(literal([k[1] for k in keys], ARRAY(String))).label("resource_id"),
+            func.unnest(literal(counts, ARRAY(Integer))).label("last_sequence"),
+        ).subquery()
+        stmt = postgresql.insert(_S).from_select(
+            ["endpoint_id", "resource_id", "last_sequence", "updated_at"],
+            select(rows.c.endpoint_id, rows.c.resource_id, rows.c.last_sequence, func.now())
+            .select_from(rows)
+            .order_by(rows.c.endpoint_id, rows.c.resource_id),
+        )
+    else:
+        stmt = sqlite.insert(_S).values(
+            [
+                {"endpoint_id": e, "resource_id": r, "last_sequence": n, "updated_at": now}
+                for (e, r), n in zip(keys, counts, strict=True)
+            ]
+        )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_S.c.endpoint_id, _S.c.resource_id],
+        set_={
+            "last_sequence": _S.c.last_sequence + stmt.excluded.last_sequence,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(_S.c.endpoint_id, _S.c.resource_id, _S.c.last_sequence)
+    return {(e, r): n for e, r, n in connection.execute(stmt)}
