@@ -311,3 +311,11 @@ def first_row(engine: Engine, statement: Any, params: dict[str, Any], *, flush: 
     """``autocommit_rows`` for a repeatable statement of at most one row: that row or None."""
     rows = autocommit_rows(engine, statement, params, flush=flush)
     return rows[0] if rows else None
+
+
+def postgres_engine(factory: sessionmaker[Session]) -> Engine | None:
+    """The factory's engine when it is PostgreSQL (one-statement writes), else None."""
+    engine = factory.kw.get("bind")
+    if not isinstance(engine, Engine) or engine.dialect.name != "postgresql":
+        return None
+    return engine

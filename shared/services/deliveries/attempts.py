@@ -16,13 +16,16 @@ from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...config import get_settings
+from ...db import postgres_engine
 from ...http import AttemptResult, DeliveryClient
 from ...models import Attempt, ManualRequest, Trigger, new_id, utcnow
 from ...queue import Task, enqueue
 from ...transitions import Decision, DeliveryState, Skip, decide_attempt
-from . import ordering, pacing
-from .claims import LEASES, Claimed, claim_scheduled_try, claimed_try, load
-from .records import Written, attempt_values, postgres_engine, writer_for
+from .claimed import Claimed
+from .claims import LEASES, claim_scheduled_try, claimed_try, load
+from .ordering import release_next
+from .pacing import defer_claimed, honour_retry_after, manual_turn, turn
+from .records import Written, attempt_values, writer_for
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,9 @@ def run_scheduled_try(
     claimed = claim_scheduled_try(factory, postgres_engine(factory), delivery_id, try_number)
     if isinstance(claimed, Skip):
         return Outcome(delivery_id, skipped=claimed)
-    wait = pacing.turn(claimed, utcnow(), slot_at=claimed.slot_at)
+    wait = turn(claimed, utcnow(), slot_at=claimed.slot_at)
     if wait is not None:  # the endpoint's rate limit: not an attempt, back at its turn
-        pacing.defer_claimed(factory, claimed, wait)
+        defer_claimed(factory, claimed, wait)
         return Outcome(delivery_id, skipped=Skip.PACED)
     # Renewed while the post runs, so the write below finds the claim still this run's.
     with LEASES.holding(factory, delivery_id, try_number):
@@ -125,7 +128,7 @@ def run_manual_attempt(
         if not _hold_request(session, attempt_id, timeout=endpoint.timeout_seconds):
             return Outcome(delivery_id, skipped=Skip.LEASED)
         request = session.get(ManualRequest, attempt_id)
-        if pacing.manual_turn(session, claimed, request, endpoint.paused_until) is not None:
+        if manual_turn(session, claimed, request, endpoint.paused_until) is not None:
             return Outcome(delivery_id, skipped=Skip.PACED)
     return record_attempt(factory, claimed, _post(client, claimed), attempt_id=attempt_id)
 
@@ -185,10 +188,10 @@ def _after_written(
     now = decision.attempt.created_at
     if decision.completed is not None and claimed.resource_id is not None:
         # The next delivery of the resource may go now (§11.3).
-        ordering.release_next(
+        release_next(
             factory, endpoint_id=claimed.endpoint_id, resource_id=claimed.resource_id, now=now
         )
-    pacing.honour_retry_after(factory, claimed, result, now)  # §11.6
+    honour_retry_after(factory, claimed, result, now)  # §11.6
 
 
 def _outcome(claimed: Claimed, decision: Decision, attempt_id: str) -> Outcome:

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -35,8 +34,10 @@ from ...retry_policy import handed_to_broker
 from ...transitions import EARLY_TOLERANCE, DeliveryState, Skip, decide_claim
 from ..endpoint_lifetime import ends_binding
 from ..endpoints import cancel_pending_deliveries
-from . import ordering, pacing
-from .requests import SignedRequest, build_request
+from .claimed import Claimed
+from .ordering import NOT_HELD, is_held, park
+from .pacing import defer_try
+from .requests import build_request
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +47,6 @@ log = logging.getLogger(__name__)
 # 300 s). Three renewals fit in one lease, so one slow renewal does not lose it.
 LEASE_SECONDS = 20.0
 LEASE_RENEW_EVERY = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A try this process holds: the request to post and what its record needs."""
-
-    delivery_id: str
-    try_number: int | None
-    state: DeliveryState
-    request: SignedRequest
-    url: str
-    timeout: float
-    trigger: Trigger
-    organization_id: str
-    event_type: str
-    message_id: str
-    endpoint_id: str
-    failing_since: datetime | None
-    endpoint_scope: str
-    endpoint_owner: str | None
-    # This delivery's end ends the endpoint's resource binding (docs/api.md §11.4).
-    ends_binding: bool = False
-    # Ordering (docs/api.md §11.3): the delivery's resource and sequence, None if unordered.
-    resource_id: str | None = None
-    sequence: int | None = None
-    # Pacing (docs/api.md §11.6): the endpoint's rate limit, the slot this try was given.
-    rate_limit: int | None = None
-    slot_at: datetime | None = None
 
 
 def claimed_try(
@@ -177,7 +150,7 @@ CLAIM = (
         _E.c.is_active.is_(True),
         _E.c.deleted_at.is_(None),
         or_(_E.c.paused_until.is_(None), _E.c.paused_until <= bindparam("now", type_=UTCDateTime)),
-        ordering.NOT_HELD,
+        NOT_HELD,
         _M.c.id == _D.c.message_id,
     )
     .values(lease_until=bindparam("lease", type_=UTCDateTime))
@@ -258,22 +231,20 @@ def _claim_with_reasons(
         try_number=try_number,
         endpoint_live=endpoint_live,
         now=now,
-        held=row is not None and try_number == 1 and ordering.is_held(session, row.Delivery),
+        held=row is not None and try_number == 1 and is_held(session, row.Delivery),
         paused_until=row.Endpoint.paused_until if row is not None else None,
     )
     if verdict.skip == Skip.CANCELLED:
         cancel_pending_deliveries(session, endpoint_id=row.Endpoint.id, reason="Endpoint disabled")
         session.commit()
     elif verdict.skip == Skip.HELD:
-        # Off the clock until the delivery before it ends (``ordering.release_next``).
-        if not ordering.park(session, row.Delivery) and decide_again:
+        # Off the clock until the delivery before it ends (``release_next``).
+        if not park(session, row.Delivery) and decide_again:
             # What held it ended since it was read, before the park: it is not parked,
             # so no release will send it. Decide again now.
             return _claim_with_reasons(session, delivery_id, try_number, decide_again=False)
     elif verdict.skip == Skip.PACED:
-        pacing.defer_try(
-            session, delivery_id, try_number, due=now + timedelta(seconds=verdict.wait)
-        )
+        defer_try(session, delivery_id, try_number, due=now + timedelta(seconds=verdict.wait))
     elif verdict.skip == Skip.EARLY:
         if handed_to_broker(verdict.wait):
             enqueue(Task.DELIVER, delivery_id, try_number, countdown=verdict.wait)

@@ -17,7 +17,7 @@ from ...models import DeliveryStatus
 from ...transitions import Decision
 from ..endpoint_lifecycle import RESOURCE_ENDED, end_endpoint
 from ..operational_events import report_exhausted, reportable
-from .claims import Claimed
+from .claimed import Claimed
 
 
 def _exhausted(claimed: Claimed, decision: Decision) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...db import first_row
+from ...db import first_row, postgres_engine
 from ...models import Delivery, DeliveryStatus
 from ...models.base import UTCDateTime
 from ...queue import Task, enqueue, enqueue_after_commit
@@ -146,7 +146,6 @@ def release_next(
     Returns the delivery handed to the broker, if one was waiting. Run twice, the second
     run finds nothing parked.
     """
-    from .records import postgres_engine  # records imports the claims, which import this
 
     params = {"endpoint_id": endpoint_id, "resource_id": resource_id, "now": now}
     engine = postgres_engine(factory)

@@ -27,7 +27,7 @@ from ...retry_policy import MAX_RETRY_AFTER_SECONDS, RETRY_AFTER_STATUSES, hande
 
 if TYPE_CHECKING:
     from ...http import AttemptResult
-    from .claims import Claimed
+    from .claimed import Claimed
 
 # A reserved turn is kept this long after its time: a task a little late still goes on
 # it. A try later than that (its worker stalled) asks for a new turn, which is now if the

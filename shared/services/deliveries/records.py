@@ -28,12 +28,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ... import metrics
-from ...db import first_row
+from ...db import first_row, postgres_engine
 from ...models import Attempt, Delivery, Endpoint, ManualRequest
 from ...models.base import UTCDateTime
 from ...transitions import Decision, DeliveryState, Health
 from ..endpoints import disable_endpoint
-from .claims import Claimed
+from .claimed import Claimed
 from .endings import follow_up, follows
 
 log = logging.getLogger(__name__)
@@ -105,14 +105,6 @@ def writer_for(factory: sessionmaker[Session]) -> Writer:
     return lambda claimed, decision, attempt_id: write_in_one_statement(
         engine, factory, claimed, decision, attempt_id
     )
-
-
-def postgres_engine(factory: sessionmaker[Session]) -> Engine | None:
-    """The factory's engine when it is PostgreSQL (one-statement writes), else None."""
-    engine = factory.kw.get("bind")
-    if not isinstance(engine, Engine) or engine.dialect.name != "postgresql":
-        return None
-    return engine
 
 
 # ---- PostgreSQL -------------------------------------------------------------------------

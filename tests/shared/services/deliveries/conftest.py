@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from shared import queue
-from shared.db import get_sessionmaker, session_scope
-from shared.services.deliveries.records import postgres_engine
+from shared.db import get_sessionmaker, postgres_engine, session_scope
 from tests.support.unqueued import accept_without_broker
 
 

@@ -8,10 +8,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
-from shared.db import get_sessionmaker, session_scope
+from shared.db import get_sessionmaker, postgres_engine, session_scope
 from shared.models import Delivery, Endpoint, Message, utcnow
 from shared.services.deliveries import claims
-from shared.services.deliveries.records import postgres_engine
 from shared.transitions import Skip
 
 from .conftest import set_columns

@@ -10,6 +10,7 @@ from shared.db import get_sessionmaker, session_scope
 from shared.http import AttemptResult
 from shared.models import Delivery, Endpoint, Message, new_id, utcnow
 from shared.services.deliveries import claims, records
+from shared.services.deliveries.claimed import Claimed
 from shared.transitions import decide_attempt
 
 from .conftest import set_columns
@@ -27,13 +28,13 @@ def write(request, engine):
     )
 
 
-def _claim(engine, delivery_id: str) -> claims.Claimed:
+def _claim(engine, delivery_id: str) -> Claimed:
     claimed = claims.claim_scheduled_try(get_sessionmaker(), engine, delivery_id, 1)
-    assert isinstance(claimed, claims.Claimed)
+    assert isinstance(claimed, Claimed)
     return claimed
 
 
-def _decide(claimed: claims.Claimed, status: int):
+def _decide(claimed: Claimed, status: int):
     result = AttemptResult(status_code=status, response_body="r", error=None, duration_ms=3)
     return decide_attempt(
         claimed.state,

@@ -9,11 +9,12 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import sessionmaker
 
 from shared.config import get_settings
-from shared.db import get_sessionmaker, make_engine, session_scope
+from shared.db import get_sessionmaker, make_engine, postgres_engine, session_scope
 from shared.http import AttemptResult, DeliveryClient
 from shared.models import Attempt, Delivery, Endpoint, new_id, utcnow
 from shared.services import deliveries
 from shared.services.deliveries import claims, records
+from shared.services.deliveries.claimed import Claimed
 from shared.transitions import DeliveryState, decide_attempt
 from tests.support.backends import backend_pid, terminate_backend
 from tests.support.unqueued import accept_without_broker
@@ -25,13 +26,13 @@ NON_UTC_ZONE = "Asia/Kolkata"
 EARLIER = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def _claim(engine, delivery_id: str) -> claims.Claimed:
+def _claim(engine, delivery_id: str) -> Claimed:
     claimed = claims.claim_scheduled_try(get_sessionmaker(), engine, delivery_id, 1)
-    assert isinstance(claimed, claims.Claimed)
+    assert isinstance(claimed, Claimed)
     return claimed
 
 
-def _decide(claimed: claims.Claimed, status: int, now=None):
+def _decide(claimed: Claimed, status: int, now=None):
     result = AttemptResult(status_code=status, response_body="r", error=None, duration_ms=12)
     return decide_attempt(
         claimed.state,
@@ -194,7 +195,7 @@ def test_timestamps_are_utc_whatever_the_sessions_time_zone(
     set_columns(
         Endpoint, endpoint_id, failing_since=EARLIER, previous_secret_expires_at=rotated_until
     )
-    engine = records.postgres_engine(non_utc_factory)
+    engine = postgres_engine(non_utc_factory)
     assert engine is not None
 
     # Read by the claim straight from the driver, which answers in the session's zone.
