@@ -223,10 +223,11 @@ def _blocked_clients(redis_client) -> int:
 def test_queue_depth_counts_waiting_tasks_and_retries_have_their_own_queue(
     client, worker, redis_client
 ):
+    from shared.lanes import ALL_QUEUES
     from webhooks_worker.celery_app import app as celery
 
-    # The shared queues, and one organization lane of each family (shared.lanes).
-    queues = ("webhooks", "webhooks.retry", "webhooks.3", "webhooks.retry.3")
+    # Every queue the worker reads: the shared ones and each organization lane (shared.lanes).
+    queues = ALL_QUEUES
     # Stop the worker from taking tasks, so that they wait in Redis. The session has one
     # worker: its reply ends the wait (a broadcast otherwise waits out the whole timeout).
     for queue in queues:
