@@ -20,7 +20,7 @@ def test_create_with_ordering_and_rate_limit_then_edit_them(page, client, org, s
     # A value the API refuses is explained before anything is sent.
     dialog.get_by_label("Rate limit").fill("0")
     dialog.get_by_role("button", name="Create").click()
-    expect(dialog.get_by_role("alert")).to_contain_text("from 1 to 10,000")
+    expect(dialog.locator("#endpoint-form-error")).to_contain_text("from 1 to 10,000")
     dialog.get_by_label("Rate limit").fill("25")
     dialog.get_by_role("button", name="Create").click()
     page.get_by_role("dialog", name="Signing secret").get_by_role("button", name="Done").click()

@@ -107,7 +107,9 @@ def test_headers_are_added_shown_hidden_kept_edited_and_removed(
     dialog.get_by_label("Header 3 name").fill("Content-Type")
     dialog.get_by_label("Header 3 value").fill("text/plain")
     dialog.get_by_role("button", name="Save").click()
-    expect(dialog.locator("#endpoint-form-error")).to_contain_text("Content-Type is set by the service")
+    expect(dialog.locator("#endpoint-form-error")).to_contain_text(
+        "Content-Type is set by the service"
+    )
     dialog.get_by_role("button", name="Cancel").click()
     assert _stored(endpoint_id) == {"Authorization": "Bearer dash-cred-43", "X-Extra": "1"}
     assert page.js_errors == []
