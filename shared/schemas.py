@@ -107,6 +107,16 @@ ORDERING_DOC = (
     "are made one after another in the order their events were accepted, each carrying "
     "webhook-sequence: 1, 2, 3, ..."
 )
+# The lifetime options and the failing notice as the OpenAPI documents describe them
+# (docs/api.md §11.4, §11.5), shared by every face that shows or takes them.
+RESOURCE_ID_DOC = "The one resource (an event's id) the endpoint receives"
+RESOURCE_ID_INPUT_DOC = "Only events whose id is this; set at creation only"
+RESOURCE_ID_FIXED_DOC = "Cannot be changed"
+EXPIRES_AT_DOC = "When the endpoint is deleted by itself"
+EXPIRES_AT_INPUT_DOC = "ISO 8601, at most a year ahead: the endpoint is deleted then"
+DELETED_REASON_DOC = "Why the service deleted it: resource ended, expired"
+FAILING_DOC = "The standing endpoint.failing notice; null when none"
+
 RATE_DOC = (
     "At most this many attempts per second to the endpoint (1-10000), bursts of up to one "
     "second's worth; null for no limit. Tries over it wait their turn."
@@ -140,23 +150,23 @@ class EndpointSchema(Schema):
     resourceId = fields.String(
         attribute="resource_id",
         allow_none=True,
-        metadata={"description": "The one resource (an event's id) the endpoint receives"},
+        metadata={"description": RESOURCE_ID_DOC},
     )
     expiresAt = Timestamp(
         attribute="expires_at",
         allow_none=True,
-        metadata={"description": "When the endpoint is deleted by itself"},
+        metadata={"description": EXPIRES_AT_DOC},
     )
     deletedReason = fields.String(
         attribute="deleted_reason",
         allow_none=True,
-        metadata={"description": "Why the service deleted it: resource ended, expired"},
+        metadata={"description": DELETED_REASON_DOC},
     )
     failing = fields.Nested(
         lambda: FailingNoticeSchema(),
         attribute="failing_notice",
         allow_none=True,
-        metadata={"description": "The standing endpoint.failing notice; null when none"},
+        metadata={"description": FAILING_DOC},
     )
 
 

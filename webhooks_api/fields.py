@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from marshmallow import fields
+from datetime import datetime
+
+from marshmallow import ValidationError, fields
+
+from shared.errors import Invalid
+from shared.services.ingest import parse_timestamp
 
 
 class StrictString(fields.String):
@@ -35,3 +40,22 @@ class HeadersInput(fields.Raw):
             }
         )
         super().__init__(allow_none=True, **kwargs)
+
+
+class IsoDateTime(fields.String):
+    """An ISO 8601 date-time given as a string, read as aware UTC."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("metadata", {}).update({"format": "date-time"})
+        super().__init__(**kwargs)
+
+    # marshmallow's documented hook for a custom field's input.
+    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            return parse_timestamp(value, attr or "value")
+        except Invalid as exc:
+            raise ValidationError("must be an ISO 8601 date-time") from exc
+        except OverflowError:
+            raise ValidationError("is out of range") from None

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from shared.errors import Invalid
 from shared.schemas import (
     DELIVERY_STATUSES,
+    EXPIRES_AT_INPUT_DOC,
     ORDERING_DOC,
     RATE_DOC,
+    RESOURCE_ID_FIXED_DOC,
+    RESOURCE_ID_INPUT_DOC,
     AttemptSchema,
     EndpointSchema,
     MessageDeliverySchema,
@@ -21,9 +21,9 @@ from shared.schemas import (
 )
 from shared.services.endpoint_flow import ORDERINGS, RATE_LIMIT_RANGE
 from shared.services.endpoints import PAYLOAD_FORMATS, RETRIES_RANGE, TIMEOUT_RANGE
-from shared.services.ingest import EVENT_ID_MAX, parse_timestamp
+from shared.services.ingest import EVENT_ID_MAX
 
-from ..fields import HeadersInput
+from ..fields import HeadersInput, IsoDateTime
 
 # Bounds on free text and ids; the services check the same limits and say so in words.
 NAME_MAX = 200
@@ -67,25 +67,6 @@ def text_field(*, max_length: int | None = None, **kwargs) -> fields.String:
     return fields.String(validate=checks, **kwargs)
 
 
-class IsoDateTime(fields.String):
-    """An ISO 8601 date-time given as a string, read as aware UTC."""
-
-    def __init__(self, **kwargs) -> None:
-        kwargs.setdefault("metadata", {}).update({"format": "date-time"})
-        super().__init__(**kwargs)
-
-    # marshmallow's documented hook for a custom field's input.
-    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
-        if not isinstance(value, str):
-            raise self.make_error("invalid")
-        try:
-            return parse_timestamp(value, attr or "value")
-        except Invalid as exc:
-            raise ValidationError("must be an ISO 8601 date-time") from exc
-        except OverflowError:
-            raise ValidationError("is out of range") from None
-
-
 # ---- request bodies ------------------------------------------------------------------------
 
 
@@ -111,11 +92,11 @@ class EndpointCreateSchema(Schema):
     filter = filter_field()
     resourceId = text_field(
         allow_none=True,
-        metadata={"description": "Only events whose id is this; set at creation only"},
+        metadata={"description": RESOURCE_ID_INPUT_DOC},
     )
     expiresAt = IsoDateTime(
         allow_none=True,
-        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+        metadata={"description": EXPIRES_AT_INPUT_DOC},
     )
     ordering = _ordering_field()
     rateLimit = _rate_limit_field()
@@ -133,10 +114,10 @@ class EndpointUpdateSchema(Schema):
     headers = HeadersInput()
     filter = filter_field()
     # Set at creation only: named here so that the answer says so (docs/api.md §11.4).
-    resourceId = fields.Raw(allow_none=True, metadata={"description": "Cannot be changed"})
+    resourceId = fields.Raw(allow_none=True, metadata={"description": RESOURCE_ID_FIXED_DOC})
     expiresAt = IsoDateTime(
         allow_none=True,
-        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+        metadata={"description": EXPIRES_AT_INPUT_DOC},
     )
     ordering = _ordering_field()
     rateLimit = _rate_limit_field()

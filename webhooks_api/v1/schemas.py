@@ -6,11 +6,23 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, missing
 
-from shared.schemas import ORDERING_DOC, RATE_DOC, MaskedHeaders, Timestamp, filter_field
+from shared.schemas import (
+    DELETED_REASON_DOC,
+    EXPIRES_AT_DOC,
+    EXPIRES_AT_INPUT_DOC,
+    FAILING_DOC,
+    ORDERING_DOC,
+    RATE_DOC,
+    RESOURCE_ID_DOC,
+    RESOURCE_ID_FIXED_DOC,
+    RESOURCE_ID_INPUT_DOC,
+    MaskedHeaders,
+    Timestamp,
+    filter_field,
+)
 
 from ..context import current_principal
-from ..fields import HeadersInput
-from ..organizations.schemas import IsoDateTime
+from ..fields import HeadersInput, IsoDateTime
 
 
 class V1EndpointCreateSchema(Schema):
@@ -24,11 +36,11 @@ class V1EndpointCreateSchema(Schema):
     filter = filter_field()
     resource_id = fields.String(
         allow_none=True,
-        metadata={"description": "Only events whose id is this; set at creation only"},
+        metadata={"description": RESOURCE_ID_INPUT_DOC},
     )
     expires_at = IsoDateTime(
         allow_none=True,
-        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+        metadata={"description": EXPIRES_AT_INPUT_DOC},
     )
     ordering = fields.String(metadata={"description": ORDERING_DOC})
     rate_limit = fields.Integer(strict=True, allow_none=True, metadata={"description": RATE_DOC})
@@ -46,10 +58,10 @@ class V1EndpointUpdateSchema(Schema):
     headers = HeadersInput()
     filter = filter_field()
     # Set at creation only: named here so that the answer says so (docs/api.md §11.4).
-    resource_id = fields.Raw(allow_none=True, metadata={"description": "Cannot be changed"})
+    resource_id = fields.Raw(allow_none=True, metadata={"description": RESOURCE_ID_FIXED_DOC})
     expires_at = IsoDateTime(
         allow_none=True,
-        metadata={"description": "ISO 8601, at most a year ahead: the endpoint is deleted then"},
+        metadata={"description": EXPIRES_AT_INPUT_DOC},
     )
     ordering = fields.String(metadata={"description": ORDERING_DOC})
     rate_limit = fields.Integer(strict=True, allow_none=True, metadata={"description": RATE_DOC})
@@ -118,23 +130,23 @@ class V1EndpointSchema(Schema):
     resource_id = fields.String(
         attribute="endpoint.resource_id",
         allow_none=True,
-        metadata={"description": "The one resource (an event's id) the endpoint receives"},
+        metadata={"description": RESOURCE_ID_DOC},
     )
     expires_at = Timestamp(
         attribute="endpoint.expires_at",
         allow_none=True,
-        metadata={"description": "When the endpoint is deleted by itself"},
+        metadata={"description": EXPIRES_AT_DOC},
     )
     deleted_reason = fields.String(
         attribute="endpoint.deleted_reason",
         allow_none=True,
-        metadata={"description": "Why the service deleted it: resource ended, expired"},
+        metadata={"description": DELETED_REASON_DOC},
     )
     failing = fields.Nested(
         lambda: V1FailingNoticeSchema(),
         attribute="endpoint.failing_notice",
         allow_none=True,
-        metadata={"description": "The standing endpoint.failing notice; null when none"},
+        metadata={"description": FAILING_DOC},
     )
     # Whose account the endpoint is in.
     account_id = AdminOnlyString(attribute="endpoint.organization_id")
