@@ -65,7 +65,9 @@ def test_v1_create_get_list_show_every_name_and_mask_credentials(client, org):
     assert shown["headers"] == SHOWN
     # Stored as one encrypted token, no value in clear.
     token = _stored_token(endpoint_id)
-    assert token and all(value not in token for value in GIVEN.values())
+    # Values of four characters or more: a two-letter value ("en") turns up in a random
+    # base64 token by chance now and then.
+    assert token and all(value not in token for value in GIVEN.values() if len(value) >= 4)
 
 
 def test_org_face_create_patch_and_list_use_camel_case_endpoints_with_headers(client, org):
