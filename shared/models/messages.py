@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -92,6 +93,11 @@ class Delivery(Base):
     # the endpoint is unordered or the event has no resource: such a delivery is never held.
     resource_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A later delivery of the same resource was made while this one was pending, and may
+    # be parked behind it: this one's end must let the next go (migration 0009).
+    # Defaulted by the database only: inserts that select their rows (``ingest_statements``)
+    # would otherwise have to carry it.
+    successor_waits: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # The time the endpoint's rate limit gave this try (docs/api.md §11.6); null when it
     # did not have to wait.
     slot_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -144,8 +144,6 @@ def create_deliveries(
             "status": "pending",
             "attempt_count": 0,
             "extra_attempt_count": 0,
-            "next_attempt_at": now,
-            "enqueued_at": now,
             "created_at": now,
             "updated_at": now,
         }
@@ -162,10 +160,10 @@ def create_deliveries(
             ],
             unique=["message_id", "endpoint_id"],
         )
-    owner = {row[0]: row[3] for row in rows}  # delivery id -> organization id (its lane)
-    enqueue_many_after_commit(
-        session, Task.DELIVER, [(d, 1) for d in created], [owner.get(d) for d in created]
-    )
+    # delivery id -> organization id (its lane); parked deliveries get no task
+    owner = {row[0]: row[3] for row, due in zip(rows, order[2], strict=True) if due is not None}
+    due = [d for d in created if d in owner]
+    enqueue_many_after_commit(session, Task.DELIVER, [(d, 1) for d in due], [owner[d] for d in due])
     metrics.count_fanned_out(session, messages)
     return created
 
@@ -180,23 +178,35 @@ def _ordering_columns(
     """The ``ORDER_COLUMNS`` lists of a fan-out's delivery rows (docs/api.md §11.3).
 
     Deliveries to an ordered endpoint of an event with a resource get the resource and
-    their sequence; every other one gets nulls.
+    their sequence; every other one gets nulls. A delivery with an earlier one of its
+    resource still pending (made before, or earlier in this fan-out) is made parked: no
+    due time, no task, until the one before it ends (``deliveries.ordering``). The rest are due now.
     """
     resource_ids: list[str | None] = [None] * len(rows)
     numbers: list[int | None] = [None] * len(rows)
+    due: list[datetime | None] = [now] * len(rows)
+    ahead = [False] * len(rows)
     ordered = sequences.ordered_endpoints(endpoints_by_org)
     if ordered:
         resources = {m.id: sequences.resource_of(m) for m in messages}
         # rows are in the messages' order: a resource's deliveries are numbered that way.
         at = [i for i, row in enumerate(rows) if row[2] in ordered and resources[row[1]]]
         keys = [(rows[i][2], resources[rows[i][1]]) for i in at]
-        for i, (key, number) in zip(
-            at,
-            zip(keys, sequences.assign_sequences(session, keys, now=now), strict=True),
-            strict=True,
-        ):
+        numbered = sequences.assign_sequences(session, keys, now=now)
+        last: dict[tuple[str, str], int] = {}  # each key's latest row in this fan-out
+        behind_earlier = []  # keys whose first row here follows deliveries made before
+        for i, key, number in zip(at, keys, numbered, strict=True):
             resource_ids[i], numbers[i] = key[1], number
-    return [resource_ids, numbers]
+            if key in last:
+                ahead[last[key]], due[i] = True, None
+            elif number > 1:
+                behind_earlier.append((key, i))
+            last[key] = i
+        waiting = sequences.wait_in_line(session, [key for key, _ in behind_earlier])
+        for key, i in behind_earlier:
+            if key in waiting:
+                due[i] = None
+    return [resource_ids, numbers, due, due, ahead]
 
 
 def _these_and_earlier(connection: Connection, message_ids: list[str]) -> ColumnElement[bool]:

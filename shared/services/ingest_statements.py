@@ -17,7 +17,9 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Boolean,
     ColumnElement,
+    DateTime,
     Engine,
     Integer,
     Select,
@@ -112,8 +114,16 @@ DELIVERY_COLUMNS = (
     "event_type",
     "max_attempts",
 )
-# ...the ordering columns of a fan-out's deliveries (null for unordered ones)...
-ORDER_COLUMNS = ("resource_id", "sequence")
+# ...the ordering columns of a fan-out's deliveries: resource and sequence (null for
+# unordered ones), the due time (null: parked behind an earlier delivery of the resource)
+# and whether a later delivery of this fan-out is parked behind this one...
+ORDER_COLUMNS = ("resource_id", "sequence", "next_attempt_at", "enqueued_at", "successor_waits")
+_ORDER_TYPES = {
+    "sequence": Integer,
+    "next_attempt_at": DateTime(timezone=True),
+    "enqueued_at": DateTime(timezone=True),
+    "successor_waits": Boolean,
+}
 # ...and those every new delivery starts with: pending, nothing tried, due now.
 _PENDING_COLUMNS = (
     "status",
@@ -148,20 +158,31 @@ _DELIVERIES = (
 
 STORE = select(_MESSAGE.c.id).add_cte(_DELIVERIES)
 
-# The deliveries of a fan-out of any size, in one statement of seven parameters: each
+# What a fan-out's rows all start with; their due time is one of the ORDER_COLUMNS.
+_FIXED_COLUMNS, _FIXED_VALUES = zip(
+    *(
+        (name, value)
+        for name, value in zip(_PENDING_COLUMNS, _PENDING_VALUES, strict=True)
+        if name not in ORDER_COLUMNS
+    ),
+    strict=True,
+)
+
+# The deliveries of a fan-out of any size, in one statement of a dozen parameters: each
 # column's values as one array. A multi-row VALUES list (SQLAlchemy's executemany) makes
 # the process build and bind every parameter of every row, and PostgreSQL parse a statement
 # of thousands of parameters per batch: a large fan-out took several times longer.
 _FAN_OUT = (
     insert(_D)
     .from_select(
-        [*DELIVERY_COLUMNS, *ORDER_COLUMNS, *_PENDING_COLUMNS],
+        [*DELIVERY_COLUMNS, *ORDER_COLUMNS, *_FIXED_COLUMNS],
         select(
             *(
-                _unnest(f"p_{name}", Integer if name in ("max_attempts", "sequence") else String)
-                for name in (*DELIVERY_COLUMNS, *ORDER_COLUMNS)
+                _unnest(f"p_{name}", Integer if name == "max_attempts" else String)
+                for name in DELIVERY_COLUMNS
             ),
-            *_PENDING_VALUES,
+            *(_unnest(f"p_{name}", _ORDER_TYPES.get(name, String)) for name in ORDER_COLUMNS),
+            *_FIXED_VALUES,
         ),
     )
     .on_conflict_do_nothing(index_elements=[_D.c.message_id, _D.c.endpoint_id])

@@ -15,13 +15,29 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, String, func, literal, select
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..models import Ordering, ResourceSequence
+from ..models import Delivery, DeliveryStatus, Ordering, ResourceSequence
 
 _S = ResourceSequence.__table__
+_D = Delivery.__table__
+_LAST = _D.alias("last")
+# Written into the statement, not bound, so that PostgreSQL plans with the partial index
+# of pending ordered deliveries (as ``deliveries.ordering`` does).
+_PENDING_STATUS = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
 
 def resource_of(message: Any) -> str | None:
@@ -100,3 +116,76 @@ def _upsert(
         },
     ).returning(_S.c.endpoint_id, _S.c.resource_id, _S.c.last_sequence)
     return {(e, r): n for e, r, n in connection.execute(stmt)}
+
+
+def _last_pending(endpoint_id: Any, resource_id: Any) -> Any:
+    return (
+        select(_LAST.c.id)
+        .where(
+            _LAST.c.endpoint_id == endpoint_id,
+            _LAST.c.resource_id == resource_id,
+            _LAST.c.status == _PENDING_STATUS,
+            _LAST.c.sequence.is_not(None),
+        )
+        .order_by(_LAST.c.sequence.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+_KEYS = select(
+    func.unnest(cast(bindparam("endpoint_ids"), ARRAY(String))).label("endpoint_id"),
+    func.unnest(cast(bindparam("resource_ids"), ARRAY(String))).label("resource_id"),
+).subquery("keys")
+
+# The last pending delivery of each (endpoint, resource), marked. ``status`` is asked of
+# the marked row itself too: PostgreSQL checks it again on the row's newest version when
+# the row was changed meanwhile, so a delivery that just ended is not marked.
+_MARK_MANY = (
+    update(_D)
+    .where(
+        # Found by key first, then marked by primary key.
+        _D.c.id.in_(
+            select(_last_pending(_KEYS.c.endpoint_id, _KEYS.c.resource_id)).select_from(_KEYS)
+        ),
+        _D.c.status == _PENDING_STATUS,
+    )
+    .values(successor_waits=True)
+    .returning(_D.c.endpoint_id, _D.c.resource_id)
+)
+_MARK_ONE = (
+    update(_D)
+    .where(
+        _D.c.id == _last_pending(bindparam("k_endpoint_id"), bindparam("k_resource_id")),
+        _D.c.status == _PENDING_STATUS,
+    )
+    .values(successor_waits=True)
+    .returning(_D.c.endpoint_id, _D.c.resource_id)
+)
+
+
+def wait_in_line(session: Session, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Of these (endpoint, resource) keys, those that still have a delivery pending.
+
+    A fan-out's next delivery of such a key is made parked: the last pending delivery of
+    the key is marked in the fan-out's transaction, and its end releases the next one.
+    Run in the transaction that took the keys' sequences (``sequences.assign_sequences``),
+    which keeps any other fan-out of them out until it commits.
+    """
+    if not keys:
+        return set()
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(
+            _MARK_MANY,
+            {"endpoint_ids": [k[0] for k in keys], "resource_ids": [k[1] for k in keys]},
+        )
+        return {(e, r) for e, r in rows}
+    # SQLite: the fan-out's transaction holds the database's write lock already.
+    waiting = set()
+    for endpoint_id, resource_id in keys:
+        row = session.execute(
+            _MARK_ONE, {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id}
+        ).first()
+        if row is not None:
+            waiting.add((endpoint_id, resource_id))
+    return waiting

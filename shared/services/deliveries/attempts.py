@@ -159,7 +159,7 @@ def record_attempt(
         if decision is None:
             return Outcome(claimed.delivery_id, skipped=Skip.RECORDED)
         written = write(claimed, decision, attempt_id)
-        if written == Written.WRITTEN:
+        if written in (Written.WRITTEN, Written.WRITTEN_AHEAD):
             break
         if written == Written.GONE:
             return Outcome(claimed.delivery_id, skipped=Skip.GONE)
@@ -177,16 +177,24 @@ def record_attempt(
             countdown=decision.wait,
             organization=claimed.organization_id,
         )
-    _after_written(factory, claimed, decision, result)
+    _after_written(factory, claimed, decision, result, ahead=written == Written.WRITTEN_AHEAD)
     return _outcome(claimed, decision, attempt_id)
 
 
 def _after_written(
-    factory: sessionmaker[Session], claimed: Claimed, decision: Decision, result: AttemptResult
+    factory: sessionmaker[Session],
+    claimed: Claimed,
+    decision: Decision,
+    result: AttemptResult,
+    *,
+    ahead: bool,
 ) -> None:
-    """What a written attempt means for the endpoint's other deliveries (docs/api.md §11)."""
+    """What a written attempt means for the endpoint's other deliveries (docs/api.md §11).
+
+    ``ahead``: a later delivery of the resource may wait for this one (``Written``).
+    """
     now = decision.attempt.created_at
-    if decision.completed is not None and claimed.resource_id is not None:
+    if decision.completed is not None and ahead:
         # The next delivery of the resource may go now (§11.3).
         release_next(
             factory, endpoint_id=claimed.endpoint_id, resource_id=claimed.resource_id, now=now

@@ -5,14 +5,22 @@ makes its first try only when no earlier delivery of its resource to its endpoin
 still pending. ``shared.transitions.decide_claim`` gives that verdict (``Skip.HELD``);
 this module reads what it needs and acts on it:
 
-- ``NOT_HELD``: the claim's condition, so the common case stays one statement.
+- ``sequences.wait_in_line``: at fan-out, a new delivery whose resource still has a delivery
+  pending to the endpoint is made parked (no due time, no task) and the last pending one
+  is marked ``successor_waits``, in one statement that locks it: a delivery ending at
+  that moment either committed first (then it is not pending and the new one is made
+  due) or its record waits for the fan-out and returns the mark.
+- ``NOT_HELD``: the claim's condition, so the common case stays one statement. It still
+  holds back what a fan-out could not park (a delivery handed out by the sweep, an
+  earlier delivery delivered out of turn by a manual resend).
 - ``park``: a held delivery is taken off the clock (``next_attempt_at`` null): the sweep
   leaves it alone and nothing polls it. It takes a share lock on the earlier pending
   deliveries first: a delivery ending at that moment (its record updates its row) either
   commits before (then it is no longer pending, and nothing is parked) or waits for the
   park to commit (then its ``release_next`` finds the parked one).
-- ``release_next``: once a delivery ended, the first pending delivery of its resource, if
-  parked, is put back on the clock and handed to the broker at once.
+- ``release_next``: once a marked delivery ended, the first pending delivery of its
+  resource, if parked, is put back on the clock and handed to the broker at once. An
+  unmarked one has had nothing made behind it while pending, so nothing can be parked.
 - ``release_stranded``: beat's sweep does the same for any parked delivery with nothing
   pending before it, which is only the case when a worker died between a delivery's end
   and its ``release_next``. A head whose worker died stays pending (its lease lapses and
@@ -64,8 +72,8 @@ RELEASE = (
         _D.c.id
         == select(_HEAD.c.id)
         .where(
-            _HEAD.c.endpoint_id == bindparam("endpoint_id"),
-            _HEAD.c.resource_id == bindparam("resource_id"),
+            _HEAD.c.endpoint_id == bindparam("k_endpoint_id"),
+            _HEAD.c.resource_id == bindparam("k_resource_id"),
             _HEAD.c.status == _PENDING,
             _HEAD.c.sequence.is_not(None),
         )
@@ -147,7 +155,7 @@ def release_next(
     run finds nothing parked.
     """
 
-    params = {"endpoint_id": endpoint_id, "resource_id": resource_id, "now": now}
+    params = {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id, "now": now}
     engine = postgres_engine(factory)
     if engine is not None:
         row = first_row(engine, RELEASE, params, flush=False)

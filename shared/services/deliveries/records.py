@@ -48,6 +48,9 @@ class Written(StrEnum):
     """How a write went, when the delivery was not simply somewhere else by now."""
 
     WRITTEN = "written"
+    # Written, and a later delivery of its resource may be parked behind it: its end must
+    # let the next one go (``ordering.release_next``).
+    WRITTEN_AHEAD = "written ahead of a waiting delivery"
     GONE = "gone"  # the delivery was deleted (its message purged)
     DUPLICATE = "duplicate"  # this attempt (or this scheduled try) is recorded already
 
@@ -128,7 +131,7 @@ def record_statement(columns: tuple[str, ...], health: Health | None, manual: bo
             _D.c.extra_attempt_count == bindparam("g_extra_attempt_count"),
         )
         .values({name: bindparam(f"d_{name}", type_=_D.c[name].type) for name in columns})
-        .returning(_D.c.id)
+        .returning(_D.c.id, _D.c.successor_waits)
         .cte("recorded")
     )
     row = [
@@ -162,7 +165,7 @@ def record_statement(columns: tuple[str, ...], health: Health | None, manual: bo
             .where(_R.c.id == bindparam("a_id"), exists(select(recorded.c.id)))
             .cte("fulfilled")
         )
-    return select(recorded.c.id).add_cte(*ctes)
+    return select(recorded.c.id, recorded.c.successor_waits).add_cte(*ctes)
 
 
 def _plain(value: Any) -> Any:
@@ -220,7 +223,7 @@ def write_in_one_statement(
                 )
             follow_up(session, claimed, decision)
             session.commit()
-    return Written.WRITTEN
+    return Written.WRITTEN_AHEAD if written[1] else Written.WRITTEN
 
 
 # ---- any other database -------------------------------------------------------------------
@@ -267,8 +270,17 @@ def write_with_orm(
                     session, endpoint_id=claimed.endpoint_id, reason=decision.disable_reason
                 )
             follow_up(session, claimed, decision)
+            # Read after the writes above: the transaction holds the database's write lock
+            # by now, so a fan-out's mark (``ordering.wait_in_line``) is in or waits.
+            ahead = (
+                claimed.resource_id is not None
+                and decision.completed is not None
+                and session.scalar(
+                    select(Delivery.successor_waits).where(Delivery.id == claimed.delivery_id)
+                )
+            )
             session.commit()
         except IntegrityError:
             session.rollback()
             return Written.DUPLICATE
-    return Written.WRITTEN
+    return Written.WRITTEN_AHEAD if ahead else Written.WRITTEN

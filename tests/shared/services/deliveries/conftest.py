@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared import queue
-from shared.db import get_sessionmaker, postgres_engine, session_scope
+from shared.db import get_sessionmaker, make_engine, postgres_engine, session_scope
+from shared.migrate import upgrade
 from tests.support.unqueued import accept_without_broker
 
 
@@ -46,3 +49,21 @@ def no_broker() -> Iterator[None]:
     queue.configure(None)
     yield
     queue.configure(sender)
+
+
+@pytest.fixture(scope="module")
+def sqlite_factory(tmp_path_factory) -> Iterator[sessionmaker[Session]]:
+    """A SQLite database built by the migrations, as the embedded default runs."""
+    url = f"sqlite:///{Path(tmp_path_factory.mktemp('sqlite')) / 'webhooks.db'}"
+    upgrade(url)
+    engine = make_engine(url, pool_size=4)
+    yield sessionmaker(bind=engine, expire_on_commit=False)
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def factory(request) -> sessionmaker[Session]:
+    """Sessions on each storage backend in turn: the test PostgreSQL, then SQLite."""
+    if request.param == "postgresql":
+        return get_sessionmaker()
+    return request.getfixturevalue("sqlite_factory")

@@ -10,21 +10,16 @@ rows the table says.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
 from shared.crypto import encrypt, new_signing_secret
-from shared.db import get_sessionmaker, make_engine
 from shared.http import DeliveryClient
-from shared.migrate import upgrade
 from shared.models import Attempt, Delivery, Endpoint, Message, Organization, new_id, utcnow
 from shared.payloads import format_timestamp
 from shared.retry_policy import MAX_RETRY_AFTER_SECONDS
@@ -189,23 +184,6 @@ SCENARIOS = [
         attempts=[("success", 200, "scheduled", 1, None)],
     ),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def sqlite_factory(tmp_path_factory) -> Iterator[sessionmaker[Session]]:
-    """A SQLite database built by the migrations, as the embedded default runs."""
-    url = f"sqlite:///{Path(tmp_path_factory.mktemp('sqlite')) / 'webhooks.db'}"
-    upgrade(url)
-    engine = make_engine(url, pool_size=4)
-    yield sessionmaker(bind=engine, expire_on_commit=False)
-    engine.dispose()
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def factory(request) -> sessionmaker[Session]:
-    if request.param == "postgresql":
-        return get_sessionmaker()
-    return request.getfixturevalue("sqlite_factory")
 
 
 def _closed_port() -> int:

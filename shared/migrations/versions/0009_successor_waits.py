@@ -1,0 +1,39 @@
+"""successor waits: a pending ordered delivery knows when a later one is parked behind it
+
+``deliveries.successor_waits`` is set on the last pending delivery of a resource when a
+fan-out makes a later delivery of that resource to the same ordered endpoint (docs/api.md
+§11.3). The later one is then made parked (no due time, no task), and the end of the
+marked one lets it go. A delivery that ends unmarked has nothing behind it, so the common
+case (one event per resource in flight) costs no extra statement at its end.
+
+Deliveries pending at upgrade are marked when they are ordered, since an earlier version
+may have parked later ones behind them without marking: at worst their end looks for a
+successor and finds none.
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("deliveries") as batch:
+        batch.add_column(
+            sa.Column("successor_waits", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+    op.execute(
+        "UPDATE deliveries SET successor_waits = true "
+        "WHERE status = 'pending' AND sequence IS NOT NULL"
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("successor_waits")
