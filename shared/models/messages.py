@@ -123,6 +123,13 @@ class Delivery(Base):
             postgresql_where=text("status = 'pending' AND sequence IS NOT NULL"),
             sqlite_where=text("status = 'pending' AND sequence IS NOT NULL"),
         ),
+        # Ended deliveries whose successor's release may still be owed (migration 0009).
+        Index(
+            "ix_deliveries_release_owed",
+            "id",
+            postgresql_where=text("successor_waits AND status <> 'pending'"),
+            sqlite_where=text("successor_waits AND status <> 'pending'"),
+        ),
         # Room in each page for the claim's heap-only update (migration 0002).
         {"postgresql_with": {"fillfactor": 70}},
     )

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import get_settings
 from ..models import Attempt, Delivery, Message, ResourceSequence, utcnow
+from .deliveries.ordering import release_stranded
 
 # Small batches, each its own transaction, so no table is locked for long.
 PURGE_BATCH = 1000
@@ -46,6 +47,10 @@ def purge_expired(factory: sessionmaker[Session], *, max_batches: int = 1000) ->
             session.commit()
             counts["messages"] += len(ids)
     counts["sequences"] = _purge_sequences(factory, cutoff)
+    # An ordered delivery parked behind one just purged while pending goes now.
+    with factory() as session:
+        counts["released"] = release_stranded(session, utcnow())
+        session.commit()
     return counts
 
 

@@ -99,6 +99,7 @@ def test_purge_removes_expired_rows_in_batches_and_keeps_recent_ones(client, org
         "attempts": retention.PURGE_BATCH,
         "messages": retention.PURGE_BATCH,
         "sequences": 0,
+        "released": 0,
     }
     assert _count(Message, ids["old"]) == OLD_MESSAGES - retention.PURGE_BATCH
 
@@ -120,4 +121,4 @@ def test_purge_removes_expired_rows_in_batches_and_keeps_recent_ones(client, org
         )
     assert kept == 5
     # Run twice: nothing more.
-    assert tasks.purge() == {"messages": 0, "attempts": 0, "sequences": 0}
+    assert tasks.purge() == {"messages": 0, "attempts": 0, "sequences": 0, "released": 0}

@@ -6,6 +6,11 @@ fan-out makes a later delivery of that resource to the same ordered endpoint (do
 marked one lets it go. A delivery that ends unmarked has nothing behind it, so the common
 case (one event per resource in flight) costs no extra statement at its end.
 
+``ix_deliveries_release_owed``: the end's release clears the mark of the ended delivery
+in the same statement, so an ended delivery still marked is one whose worker died before
+the release; beat's sweep looks for those every few seconds, through this partial index
+of them (empty while nothing is owed).
+
 Deliveries pending at upgrade are marked when they are ordered, since an earlier version
 may have parked later ones behind them without marking: at worst their end looks for a
 successor and finds none.
@@ -16,6 +21,8 @@ Revises: 0008
 
 import sqlalchemy as sa
 from alembic import op
+
+RELEASE_OWED = sa.text("successor_waits AND status <> 'pending'")
 
 revision = "0009"
 down_revision = "0008"
@@ -32,8 +39,16 @@ def upgrade() -> None:
         "UPDATE deliveries SET successor_waits = true "
         "WHERE status = 'pending' AND sequence IS NOT NULL"
     )
+    op.create_index(
+        "ix_deliveries_release_owed",
+        "deliveries",
+        ["id"],
+        postgresql_where=RELEASE_OWED,
+        sqlite_where=RELEASE_OWED,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_release_owed", table_name="deliveries")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("successor_waits")

@@ -194,10 +194,14 @@ def _after_written(
     ``ahead``: a later delivery of the resource may wait for this one (``Written``).
     """
     now = decision.attempt.created_at
-    if decision.completed is not None and ahead:
+    if decision.completed is not None and ahead and claimed.resource_id is not None:
         # The next delivery of the resource may go now (§11.3).
         release_next(
-            factory, endpoint_id=claimed.endpoint_id, resource_id=claimed.resource_id, now=now
+            factory,
+            ended_id=claimed.delivery_id,
+            endpoint_id=claimed.endpoint_id,
+            resource_id=claimed.resource_id,
+            now=now,
         )
     honour_retry_after(factory, claimed, result, now)  # §11.6
 

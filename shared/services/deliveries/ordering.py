@@ -21,10 +21,14 @@ this module reads what it needs and acts on it:
 - ``release_next``: once a marked delivery ended, the first pending delivery of its
   resource, if parked, is put back on the clock and handed to the broker at once. An
   unmarked one has had nothing made behind it while pending, so nothing can be parked.
-- ``release_stranded``: beat's sweep does the same for any parked delivery with nothing
-  pending before it, which is only the case when a worker died between a delivery's end
-  and its ``release_next``. A head whose worker died stays pending (its lease lapses and
-  the sweep hands it out again), so nothing overtakes it.
+- ``release_owed``: beat's sweep does the release for an ended delivery still marked,
+  which is only the case when a worker died between a delivery's end and its
+  ``release_next`` (which clears the mark in the same statement).
+- ``release_stranded``: retention's hourly look lets go any parked delivery with nothing
+  pending before it, whatever left it so (a predecessor purged while pending).
+
+A head whose worker died stays pending (its lease lapses and the sweep hands it out
+again), so nothing overtakes it.
 """
 
 from __future__ import annotations
@@ -87,7 +91,25 @@ RELEASE = (
     .returning(_D.c.id)
 )
 
-# Parked deliveries that nothing pending precedes any more (a sweep's batch).
+# The release and, in the same statement, the ended delivery's mark cleared: a mark left
+# on an ended delivery means its release may still be owed (``release_owed``).
+_CLEARED = (
+    update(_D)
+    .where(_D.c.id == bindparam("ended_id"), _D.c.successor_waits)
+    .values(successor_waits=False)
+    .cte("cleared")
+)
+RELEASE_AND_CLEAR = RELEASE.add_cte(_CLEARED)
+
+# Ended deliveries still marked: their worker died between the end and the release.
+OWED_BATCH = 500
+_OWED = (
+    select(_D.c.id, _D.c.endpoint_id, _D.c.resource_id)
+    .where(_D.c.successor_waits, _D.c.status != _PENDING)
+    .limit(OWED_BATCH)
+)
+
+# Parked deliveries that nothing pending precedes any more (a batch of the hourly look).
 STRANDED_BATCH = 500
 _STRANDED = (
     select(_D.c.id)
@@ -147,21 +169,32 @@ def park(session: Session, delivery: Any) -> bool:
 
 
 def release_next(
-    factory: sessionmaker[Session], *, endpoint_id: str, resource_id: str, now: datetime
+    factory: sessionmaker[Session],
+    *,
+    ended_id: str,
+    endpoint_id: str,
+    resource_id: str,
+    now: datetime,
 ) -> str | None:
-    """Once a delivery of a resource ended, let the next one of that resource go now.
+    """Once a marked delivery of a resource ended, let the next one of that resource go now.
 
-    Returns the delivery handed to the broker, if one was waiting. Run twice, the second
-    run finds nothing parked.
+    Clears the ended delivery's mark with it. Returns the delivery handed to the broker,
+    if one was waiting. Run twice (or by the sweep too), the second run finds nothing
+    parked at the head.
     """
-
-    params = {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id, "now": now}
+    params = {
+        "ended_id": ended_id,
+        "k_endpoint_id": endpoint_id,
+        "k_resource_id": resource_id,
+        "now": now,
+    }
     engine = postgres_engine(factory)
     if engine is not None:
-        row = first_row(engine, RELEASE, params, flush=False)
-    else:
+        row = first_row(engine, RELEASE_AND_CLEAR, params, flush=False)
+    else:  # SQLite has no data-modifying WITH: two statements, one transaction
         with factory() as session:
             row = session.execute(RELEASE, params).first()
+            session.execute(_CLEARED_ONLY, params)
             session.commit()
     if row is None:
         return None
@@ -169,10 +202,44 @@ def release_next(
     return row[0]
 
 
-def release_stranded(session: Session, now: datetime) -> int:
-    """Let parked deliveries with nothing pending before them go (beat's sweep).
+_CLEARED_ONLY = (
+    update(_D)
+    .where(_D.c.id == bindparam("ended_id"), _D.c.successor_waits)
+    .values(successor_waits=False)
+)
 
-    The tasks are sent after the caller's commit.
+
+def release_owed(session: Session, now: datetime) -> int:
+    """Do the releases of ended deliveries whose worker died before it (beat's sweep).
+
+    Cheap when there is nothing to do: only ended deliveries still marked are read, a
+    partial index of them. The tasks are sent after the caller's commit; returns how many.
+    """
+    query = _OWED
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    owed = session.execute(query).all()
+    released = 0
+    for _ended_id, endpoint_id, resource_id in owed:
+        params = {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id, "now": now}
+        row = session.execute(RELEASE, params).first()
+        if row is not None:
+            enqueue_after_commit(session, Task.DELIVER, row[0], 1)
+            released += 1
+    if owed:
+        session.execute(
+            update(_D).where(_D.c.id.in_([r[0] for r in owed])).values(successor_waits=False)
+        )
+    return released
+
+
+def release_stranded(session: Session, now: datetime) -> int:
+    """Let parked deliveries with nothing pending before them go (retention's hourly look).
+
+    What ``release_owed`` cannot see: a delivery parked behind one that was deleted while
+    pending (its message purged), or parked by a version that did not mark. It reads
+    every parked delivery, so it runs hourly, not with every sweep. The tasks are sent
+    after the caller's commit.
     """
     query = _STRANDED
     if session.get_bind().dialect.name == "postgresql":

@@ -5,7 +5,7 @@ while holding it, a broker restarted empty), and waits longer than the broker is
 hold are left in the database on purpose (``shared.retry_policy.MAX_BROKER_COUNTDOWN``):
 the sweep finds both and enqueues them, as well as manual requests and fan-outs whose
 tasks never ran, and deliveries of ordered endpoints left waiting after the delivery
-before them ended (``release_stranded``).
+before them ended (``release_owed``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ... import tracing
 from ...models import Delivery, DeliveryStatus, ManualRequest, Message, utcnow
 from ...queue import Task, enqueue_after_commit
-from .ordering import release_stranded
+from .ordering import release_owed
 
 # A try overdue by this much, and not held by a live worker, is presumed lost by the broker.
 OVERDUE_AFTER = timedelta(seconds=15)
@@ -95,7 +95,7 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
             )
     counts["deliveries"] = len(rows)
     # Deliveries of ordered endpoints whose predecessor ended without letting them go.
-    counts["released"] = release_stranded(session, now)
+    counts["released"] = release_owed(session, now)
 
     if congested:
         return counts

@@ -8,7 +8,7 @@ marked delivery lets the next one go. Run on both storage backends.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
@@ -16,7 +16,7 @@ from shared.crypto import encrypt, new_signing_secret
 from shared.http import DeliveryClient
 from shared.models import Delivery, Endpoint, Message, Organization, new_id, utcnow
 from shared.payloads import format_timestamp
-from shared.services import deliveries, fanout, ingest_statements
+from shared.services import deliveries, fanout, ingest_statements, retention
 
 
 @pytest.fixture
@@ -121,8 +121,9 @@ def test_later_deliveries_of_a_resource_are_made_parked_and_go_one_by_one(
     # The end of a marked delivery lets the next one of its sandbox go, and only that one.
     rows = _rows(factory, endpoint_id)
     _deliver(factory, rows["sbx-a"][0][4])
+    # (Its release cleared the ended one's mark: nothing is owed.)
     assert _shape(_rows(factory, endpoint_id))["sbx-a"] == [
-        (1, "delivered", False, True),
+        (1, "delivered", False, False),
         (2, "pending", True, True),
         (3, "pending", False, False),
     ]
@@ -162,3 +163,49 @@ def test_a_delivery_that_ended_out_of_turn_leaves_the_head_marked(factory, order
     ]
     _deliver(factory, head)
     assert _shape(_rows(factory, endpoint_id))["sbx-a"][2] == (3, "pending", True, False)
+
+
+def _end_without_release(factory, delivery_id: str) -> None:
+    """The delivery's attempt recorded as delivered, by a worker that died right after."""
+    with factory() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(status="delivered", next_attempt_at=None, delivered_at=utcnow())
+        )
+        session.commit()
+
+
+def test_the_sweep_makes_the_release_a_dead_worker_owed(factory, ordered, no_broker):
+    org_id, endpoint_id, _ = ordered
+    _fan_out(factory, org_id, ["sbx-a", "sbx-a", "sbx-a"])
+    head = _rows(factory, endpoint_id)["sbx-a"][0][4]
+    _end_without_release(factory, head)
+    with factory() as session:
+        assert deliveries.sweep_due(session)["released"] == 1
+        session.commit()
+    # The next one goes, the one after it still waits; the ended one's mark is cleared.
+    assert _shape(_rows(factory, endpoint_id))["sbx-a"] == [
+        (1, "delivered", False, False),
+        (2, "pending", True, True),
+        (3, "pending", False, False),
+    ]
+    with factory() as session:
+        assert deliveries.sweep_due(session)["released"] == 0
+
+
+def test_the_hourly_look_lets_go_what_waits_behind_a_purged_delivery(factory, ordered, no_broker):
+    org_id, endpoint_id, _ = ordered
+    _fan_out(factory, org_id, ["sbx-a", "sbx-a"])
+    head, waiting = (row[4] for row in _rows(factory, endpoint_id)["sbx-a"])
+    with factory() as session:
+        session.execute(delete(Delivery).where(Delivery.id == head))
+        session.commit()
+    # Nothing ended, so the sweep owes nothing; retention's look finds it.
+    with factory() as session:
+        assert deliveries.sweep_due(session)["released"] == 0
+        session.commit()
+    assert _shape(_rows(factory, endpoint_id))["sbx-a"] == [(2, "pending", False, False)]
+    assert retention.purge_expired(factory)["released"] == 1
+    assert _rows(factory, endpoint_id)["sbx-a"][0][2:4] == (True, False)
+    assert _rows(factory, endpoint_id)["sbx-a"][0][4] == waiting
