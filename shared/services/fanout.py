@@ -6,12 +6,13 @@ fan-out task for the rest (``fan_out``).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from .. import events, filters, metrics, tracing
 from ..db import commit_without_flush
 from ..models import Delivery, Endpoint, Message, Ordering, new_id, utcnow
-from ..queue import Task, enqueue_many_after_commit
+from ..queue import Task, enqueue, enqueue_many_after_commit
 from . import ingest_statements, sequences
 
 
@@ -209,17 +210,15 @@ def _ordering_columns(
     return [resource_ids, numbers, due, due, ahead]
 
 
-def _these_and_earlier(connection: Connection, message_ids: list[str]) -> ColumnElement[bool]:
-    """The messages given, and those of their organizations accepted before them.
+# A fan-out task that finds another one fanning out its organization's messages tries
+# again this much later, instead of holding a worker thread while it waits.
+BUSY_RETRY_SECONDS = 0.2
+# Advisory lock class of "fanning out this organization's messages" (PostgreSQL).
+_FAN_OUT_LOCK = 0x57484B46
 
-    docs/api.md §11.3: an ordered endpoint numbers a resource's deliveries in the order
-    their messages were accepted, and fan-out tasks run in any order. So for an
-    organization with an ordered endpoint, a task also fans out the earlier messages
-    still owed one (their own task then finds nothing to do), and waits for a task
-    fanning them out right now (its claim waits for that task's row locks). Locks are
-    only ever waited for on older messages, so two tasks cannot wait for each other.
-    Other organizations' fan-outs stay independent of each other.
-    """
+
+def _cutoffs(connection: Connection, message_ids: list[str]) -> list[tuple[str, datetime]]:
+    """Of the messages' organizations, those with an ordered endpoint: (org, latest message)."""
     table = Message.__table__
     endpoints = Endpoint.__table__
     ordered = (
@@ -231,15 +230,27 @@ def _these_and_earlier(connection: Connection, message_ids: list[str]) -> Column
         )
         .exists()
     )
-    cutoffs = connection.execute(
+    rows = connection.execute(
         select(table.c.organization_id, func.max(table.c.created_at))
         .where(table.c.id.in_(message_ids), ordered)
         .group_by(table.c.organization_id)
+        .order_by(table.c.organization_id)
     ).all()
-    earlier = [
-        and_(table.c.organization_id == org, table.c.created_at < cutoff) for org, cutoff in cutoffs
-    ]
-    return or_(table.c.id.in_(message_ids), *earlier)
+    return [(org, cutoff) for org, cutoff in rows]
+
+
+def _drain_locks(connection: Connection, organizations: list[str]) -> bool:
+    """Take each organization's fan-out lock until the commit; False if one is taken.
+
+    On PostgreSQL only: elsewhere (SQLite) writers take turns anyway.
+    """
+    if connection.dialect.name != "postgresql":
+        return True
+    for organization in organizations:
+        key = zlib.crc32(organization.encode()) - 2**31  # PostgreSQL's int4
+        if not connection.scalar(select(func.pg_try_advisory_xact_lock(_FAN_OUT_LOCK, key))):
+            return False
+    return True
 
 
 def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
@@ -250,14 +261,36 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     them (two runs at once: the second waits for the first's row locks, then finds them
     marked), and (message, endpoint) is unique. Its commit does not wait for the WAL flush
     (``shared.db.ASYNC_COMMIT``): a crash that loses it leaves the messages owed a fan-out.
+
+    docs/api.md §11.3: an ordered endpoint numbers a resource's deliveries in the order
+    their messages were accepted, and fan-out tasks run in any order. So for an
+    organization with an ordered endpoint, one task at a time fans out (a lock per
+    organization until its commit), and it also fans out the earlier messages still owed
+    one (their own task then finds nothing to do). A task that finds the lock taken sends
+    itself again shortly and ends: it neither holds a worker thread while it waits nor
+    makes one large transaction of what several tasks were sent for. Other
+    organizations' fan-outs stay independent of each other.
     """
     commit_without_flush(session)
     table = Message.__table__
     now = utcnow()
     connection = session.connection()
+    cutoffs = _cutoffs(connection, message_ids)
+    if not _drain_locks(connection, [org for org, _ in cutoffs]):
+        session.rollback()
+        enqueue(
+            Task.FANOUT,
+            message_ids,
+            countdown=BUSY_RETRY_SECONDS,
+            organization=cutoffs[0][0],
+        )
+        return []
+    earlier = [
+        and_(table.c.organization_id == org, table.c.created_at < cutoff) for org, cutoff in cutoffs
+    ]
     claim = (
         update(table)
-        .where(table.c.fanned_out_at.is_(None), _these_and_earlier(connection, message_ids))
+        .where(table.c.fanned_out_at.is_(None), or_(table.c.id.in_(message_ids), *earlier))
         .values(fanned_out_at=now)
         .returning(
             table.c.id,

@@ -87,6 +87,43 @@ def test_fan_out_tasks_run_out_of_order_still_number_in_acceptance_order(client,
         assert [(s, t[17:19]) for s, t in runs] == [(1, "00"), (2, "01"), (3, "02")]
 
 
+def test_a_fan_out_task_finding_another_at_work_for_its_organization_tries_again_later(client, org):
+    # Two arrays past the inline limit, each owed a task; the first task is mid-fan-out
+    # (its transaction open) when the second runs.
+    ordered = _endpoint(client, org, "resource")
+    _endpoint(client, org, "none")
+    sender = queue._sender
+    sent: list[tuple] = []
+    queue.configure(lambda task, args, countdown, eta, lane: sent.append((task, args, countdown)))
+    try:
+        arrays = []
+        for n in range(2):
+            events = [_stopped(org, f"sbx-{i}", n) for i in range(300)]
+            with session_scope() as session:
+                accepted = ingest.ingest_events(session, raw_events=events, single=False)
+                arrays.append([a.message.id for a in accepted])
+        sent.clear()
+        factory = get_sessionmaker()
+        with factory() as first:
+            assert fanout.fan_out(first, message_ids=arrays[0])
+            with factory() as second:
+                # Not waiting on the first: no delivery, the task sent again shortly.
+                assert fanout.fan_out(second, message_ids=arrays[1]) == []
+            assert [(t, list(a), c) for t, a, c in sent if t == "webhooks.fanout"] == [
+                ("webhooks.fanout", [arrays[1]], fanout.BUSY_RETRY_SECONDS)
+            ]
+            first.commit()
+        with factory() as second:
+            assert fanout.fan_out(second, message_ids=arrays[1])
+            second.commit()
+    finally:
+        queue.configure(sender)
+    numbers = _numbers(ordered)
+    assert len(numbers) == 300
+    for runs in numbers.values():
+        assert [(s, t[17:19]) for s, t in runs] == [(1, "00"), (2, "01")]
+
+
 def test_counters_of_resources_unheard_of_for_the_retention_period_are_purged(client, org):
     ordered = _endpoint(client, org, "resource")
     for sandbox in ("sbx-old", "sbx-new"):
