@@ -33,7 +33,7 @@ again), so nothing overtakes it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, update
@@ -101,11 +101,18 @@ _CLEARED = (
 )
 RELEASE_AND_CLEAR = RELEASE.add_cte(_CLEARED)
 
-# Ended deliveries still marked: their worker died between the end and the release.
+# Ended deliveries still marked this long after their end: their worker died between the
+# end and the release. Not sooner: a live worker is about to release it, and the sweep's
+# release and the worker's, each locking the two rows in turn, could deadlock.
+OWED_AFTER = timedelta(seconds=15)
 OWED_BATCH = 500
 _OWED = (
     select(_D.c.id, _D.c.endpoint_id, _D.c.resource_id)
-    .where(_D.c.successor_waits, _D.c.status != _PENDING)
+    .where(
+        _D.c.successor_waits,
+        _D.c.status != _PENDING,
+        _D.c.updated_at < bindparam("ended_before", type_=UTCDateTime),
+    )
     .limit(OWED_BATCH)
 )
 
@@ -218,7 +225,7 @@ def release_owed(session: Session, now: datetime) -> int:
     query = _OWED
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    owed = session.execute(query).all()
+    owed = session.execute(query, {"ended_before": now - OWED_AFTER}).all()
     released = 0
     for _ended_id, endpoint_id, resource_id in owed:
         params = {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id, "now": now}

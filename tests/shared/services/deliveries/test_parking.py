@@ -7,6 +7,8 @@ marked delivery lets the next one go. Run on both storage backends.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +19,7 @@ from shared.http import DeliveryClient
 from shared.models import Delivery, Endpoint, Message, Organization, new_id, utcnow
 from shared.payloads import format_timestamp
 from shared.services import deliveries, fanout, ingest_statements, retention
+from shared.services.deliveries import ordering
 
 
 @pytest.fixture
@@ -165,13 +168,14 @@ def test_a_delivery_that_ended_out_of_turn_leaves_the_head_marked(factory, order
     assert _shape(_rows(factory, endpoint_id))["sbx-a"][2] == (3, "pending", True, False)
 
 
-def _end_without_release(factory, delivery_id: str) -> None:
-    """The delivery's attempt recorded as delivered, by a worker that died right after."""
+def _end_without_release(factory, delivery_id: str, *, ago: timedelta) -> None:
+    """The delivery's attempt recorded as delivered ``ago``, by a worker that died right after."""
+    ended = utcnow() - ago
     with factory() as session:
         session.execute(
             update(Delivery)
             .where(Delivery.id == delivery_id)
-            .values(status="delivered", next_attempt_at=None, delivered_at=utcnow())
+            .values(status="delivered", next_attempt_at=None, delivered_at=ended, updated_at=ended)
         )
         session.commit()
 
@@ -180,7 +184,13 @@ def test_the_sweep_makes_the_release_a_dead_worker_owed(factory, ordered, no_bro
     org_id, endpoint_id, _ = ordered
     _fan_out(factory, org_id, ["sbx-a", "sbx-a", "sbx-a"])
     head = _rows(factory, endpoint_id)["sbx-a"][0][4]
-    _end_without_release(factory, head)
+    # Just ended: its worker is about to release, the sweep leaves it alone.
+    _end_without_release(factory, head, ago=timedelta(seconds=1))
+    with factory() as session:
+        assert deliveries.sweep_due(session)["released"] == 0
+        session.commit()
+    assert _shape(_rows(factory, endpoint_id))["sbx-a"][1] == (2, "pending", False, True)
+    _end_without_release(factory, head, ago=ordering.OWED_AFTER + timedelta(seconds=1))
     with factory() as session:
         assert deliveries.sweep_due(session)["released"] == 1
         session.commit()
