@@ -203,7 +203,9 @@ def _ordering_columns(
             elif number > 1:
                 behind_earlier.append((key, i))
             last[key] = i
-        waiting = sequences.wait_in_line(session, [key for key, _ in behind_earlier])
+        waiting = sequences.wait_in_line(
+            session, [(*key, numbers[i] - 1) for key, i in behind_earlier]
+        )
         for key, i in behind_earlier:
             if key in waiting:
                 due[i] = None

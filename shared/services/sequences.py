@@ -34,7 +34,6 @@ from ..models import Delivery, DeliveryStatus, Ordering, ResourceSequence
 
 _S = ResourceSequence.__table__
 _D = Delivery.__table__
-_LAST = _D.alias("last")
 # Written into the statement, not bound, so that PostgreSQL plans with the partial index
 # of pending ordered deliveries (as ``deliveries.ordering`` does).
 _PENDING_STATUS = literal_column(f"'{DeliveryStatus.PENDING.value}'")
@@ -118,36 +117,23 @@ def _upsert(
     return {(e, r): n for e, r, n in connection.execute(stmt)}
 
 
-def _last_pending(endpoint_id: Any, resource_id: Any) -> Any:
-    return (
-        select(_LAST.c.id)
-        .where(
-            _LAST.c.endpoint_id == endpoint_id,
-            _LAST.c.resource_id == resource_id,
-            _LAST.c.status == _PENDING_STATUS,
-            _LAST.c.sequence.is_not(None),
-        )
-        .order_by(_LAST.c.sequence.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
 _KEYS = select(
     func.unnest(cast(bindparam("endpoint_ids"), ARRAY(String))).label("endpoint_id"),
     func.unnest(cast(bindparam("resource_ids"), ARRAY(String))).label("resource_id"),
+    func.unnest(cast(bindparam("sequences"), ARRAY(Integer))).label("sequence"),
 ).subquery("keys")
 
-# The last pending delivery of each (endpoint, resource), marked. ``status`` is asked of
-# the marked row itself too: PostgreSQL checks it again on the row's newest version when
-# the row was changed meanwhile, so a delivery that just ended is not marked.
+# The delivery just before each new one (its key, the sequence before), marked if still
+# pending. One exact lookup per key on the index of pending ordered deliveries, whatever
+# the planner believes of the table. ``status`` is asked of the marked row itself:
+# PostgreSQL checks it again on the row's newest version when the row was changed
+# meanwhile, so a delivery that just ended is not marked.
 _MARK_MANY = (
     update(_D)
     .where(
-        # Found by key first, then marked by primary key.
-        _D.c.id.in_(
-            select(_last_pending(_KEYS.c.endpoint_id, _KEYS.c.resource_id)).select_from(_KEYS)
-        ),
+        _D.c.endpoint_id == _KEYS.c.endpoint_id,
+        _D.c.resource_id == _KEYS.c.resource_id,
+        _D.c.sequence == _KEYS.c.sequence,
         _D.c.status == _PENDING_STATUS,
     )
     .values(successor_waits=True)
@@ -156,7 +142,9 @@ _MARK_MANY = (
 _MARK_ONE = (
     update(_D)
     .where(
-        _D.c.id == _last_pending(bindparam("k_endpoint_id"), bindparam("k_resource_id")),
+        _D.c.endpoint_id == bindparam("k_endpoint_id"),
+        _D.c.resource_id == bindparam("k_resource_id"),
+        _D.c.sequence == bindparam("k_sequence"),
         _D.c.status == _PENDING_STATUS,
     )
     .values(successor_waits=True)
@@ -164,27 +152,32 @@ _MARK_ONE = (
 )
 
 
-def wait_in_line(session: Session, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Of these (endpoint, resource) keys, those that still have a delivery pending.
+def wait_in_line(session: Session, keys: list[tuple[str, str, int]]) -> set[tuple[str, str]]:
+    """Of these (endpoint, resource, sequence before) keys, those whose delivery before is
+    still pending: the fan-out's new delivery of such a key is made parked behind it.
 
-    A fan-out's next delivery of such a key is made parked: the last pending delivery of
-    the key is marked in the fan-out's transaction, and its end releases the next one.
-    Run in the transaction that took the keys' sequences (``sequences.assign_sequences``),
-    which keeps any other fan-out of them out until it commits.
+    The delivery before is marked in the fan-out's transaction, and its end releases the
+    next one. When it has ended already the new one is made due; an earlier delivery
+    still pending (the one before ended out of turn, by a manual resend) then holds it at
+    its claim (``deliveries.ordering``), and that one was marked when a later one was
+    made. Run in the transaction that took the keys' sequences
+    (``assign_sequences``), which keeps any other fan-out of them out until it commits.
     """
     if not keys:
         return set()
     if session.get_bind().dialect.name == "postgresql":
+        endpoint_ids, resource_ids, numbers = (list(column) for column in zip(*keys, strict=True))
         rows = session.execute(
             _MARK_MANY,
-            {"endpoint_ids": [k[0] for k in keys], "resource_ids": [k[1] for k in keys]},
+            {"endpoint_ids": endpoint_ids, "resource_ids": resource_ids, "sequences": numbers},
         )
         return {(e, r) for e, r in rows}
     # SQLite: the fan-out's transaction holds the database's write lock already.
     waiting = set()
-    for endpoint_id, resource_id in keys:
+    for endpoint_id, resource_id, number in keys:
         row = session.execute(
-            _MARK_ONE, {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id}
+            _MARK_ONE,
+            {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id, "k_sequence": number},
         ).first()
         if row is not None:
             waiting.add((endpoint_id, resource_id))

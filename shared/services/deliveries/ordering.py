@@ -5,14 +5,15 @@ makes its first try only when no earlier delivery of its resource to its endpoin
 still pending. ``shared.transitions.decide_claim`` gives that verdict (``Skip.HELD``);
 this module reads what it needs and acts on it:
 
-- ``sequences.wait_in_line``: at fan-out, a new delivery whose resource still has a delivery
-  pending to the endpoint is made parked (no due time, no task) and the last pending one
-  is marked ``successor_waits``, in one statement that locks it: a delivery ending at
-  that moment either committed first (then it is not pending and the new one is made
-  due) or its record waits for the fan-out and returns the mark.
+- ``sequences.wait_in_line``: at fan-out, a new delivery whose predecessor (the delivery
+  of its resource and endpoint numbered just before it) is still pending is made parked
+  (no due time, no task), and the predecessor is marked ``successor_waits``, in one
+  statement that locks it: a delivery ending at that moment either committed first (then
+  it is not pending and the new one is made due) or its record waits for the fan-out and
+  returns the mark. So every pending delivery that has a later one is marked.
 - ``NOT_HELD``: the claim's condition, so the common case stays one statement. It still
-  holds back what a fan-out could not park (a delivery handed out by the sweep, an
-  earlier delivery delivered out of turn by a manual resend).
+  holds back what a fan-out could not park (a delivery made due because its predecessor
+  was delivered out of turn by a manual resend while an earlier one is pending).
 - ``park``: a held delivery is taken off the clock (``next_attempt_at`` null): the sweep
   leaves it alone and nothing polls it. It takes a share lock on the earlier pending
   deliveries first: a delivery ending at that moment (its record updates its row) either

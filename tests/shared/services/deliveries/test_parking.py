@@ -20,6 +20,7 @@ from shared.models import Delivery, Endpoint, Message, Organization, new_id, utc
 from shared.payloads import format_timestamp
 from shared.services import deliveries, fanout, ingest_statements, retention
 from shared.services.deliveries import ordering
+from shared.transitions import Skip
 
 
 @pytest.fixture
@@ -145,12 +146,14 @@ def test_later_deliveries_of_a_resource_are_made_parked_and_go_one_by_one(
     ]
 
 
-def test_a_delivery_that_ended_out_of_turn_leaves_the_head_marked(factory, ordered, no_broker):
+def test_a_delivery_made_behind_one_that_ended_out_of_turn_is_held_at_its_claim(
+    factory, ordered, no_broker
+):
     org_id, endpoint_id, _ = ordered
     _fan_out(factory, org_id, ["sbx-a", "sbx-a"])
     head, second = (row[4] for row in _rows(factory, endpoint_id)["sbx-a"])
-    # The last pending one ended meanwhile (a manual resend delivered it out of turn): the
-    # new delivery waits behind the head, which is still pending and marked.
+    # The one before the new delivery ended meanwhile (a manual resend delivered it out of
+    # turn): the new one is made due, and its claim finds the head still pending.
     with factory() as session:
         session.execute(
             update(Delivery)
@@ -159,11 +162,19 @@ def test_a_delivery_that_ended_out_of_turn_leaves_the_head_marked(factory, order
         )
         session.commit()
     _fan_out(factory, org_id, ["sbx-a"])
+    third = _rows(factory, endpoint_id)["sbx-a"][2][4]
     assert _shape(_rows(factory, endpoint_id))["sbx-a"] == [
         (1, "pending", True, True),
         (2, "delivered", False, False),
-        (3, "pending", False, False),
+        (3, "pending", True, False),
     ]
+    client = DeliveryClient(
+        allow=get_settings().allow_private_targets, user_agent=deliveries.user_agent()
+    )
+    held = deliveries.run_scheduled_try(factory, client, delivery_id=third, try_number=1)
+    assert held.skipped == Skip.HELD
+    assert _shape(_rows(factory, endpoint_id))["sbx-a"][2] == (3, "pending", False, False)
+    # The head was marked when the second was made: its end lets the third go.
     _deliver(factory, head)
     assert _shape(_rows(factory, endpoint_id))["sbx-a"][2] == (3, "pending", True, False)
 
