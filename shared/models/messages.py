@@ -114,14 +114,19 @@ class Delivery(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_deliveries_org_status", "organization_id", "status", "message_id"),
-        # Is an earlier delivery of this resource still pending; which one is next.
+        # Is an earlier delivery of this resource still pending; which one is next
+        # (migration 0009). ``status`` is a column of the index, not of its condition: a
+        # lookup then matches one more column here than in ix_deliveries_endpoint_status,
+        # so the planner takes this index even when its statistics, gathered while few
+        # deliveries were pending, rate "the endpoint's pending deliveries" as a handful.
         Index(
-            "ix_deliveries_resource_order",
+            "ix_deliveries_resource_status_order",
             "endpoint_id",
             "resource_id",
+            "status",
             "sequence",
-            postgresql_where=text("status = 'pending' AND sequence IS NOT NULL"),
-            sqlite_where=text("status = 'pending' AND sequence IS NOT NULL"),
+            postgresql_where=text("sequence IS NOT NULL"),
+            sqlite_where=text("sequence IS NOT NULL"),
         ),
         # Ended deliveries whose successor's release may still be owed (migration 0009).
         Index(

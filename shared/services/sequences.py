@@ -34,8 +34,8 @@ from ..models import Delivery, DeliveryStatus, Ordering, ResourceSequence
 
 _S = ResourceSequence.__table__
 _D = Delivery.__table__
-# Written into the statement, not bound, so that PostgreSQL plans with the partial index
-# of pending ordered deliveries (as ``deliveries.ordering`` does).
+# Written into the statement, not bound, so that PostgreSQL plans with the ordering index
+# on endpoint, resource and status (as ``deliveries.ordering`` does).
 _PENDING_STATUS = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
 
@@ -124,8 +124,8 @@ _KEYS = select(
 ).subquery("keys")
 
 # The delivery just before each new one (its key, the sequence before), marked if still
-# pending. One exact lookup per key on the index of pending ordered deliveries, whatever
-# the planner believes of the table. ``status`` is asked of the marked row itself:
+# pending. One exact lookup per key on the ordering index (endpoint, resource, status,
+# sequence). ``status`` is asked of the marked row itself:
 # PostgreSQL checks it again on the row's newest version when the row was changed
 # meanwhile, so a delivery that just ended is not marked.
 _MARK_MANY = (

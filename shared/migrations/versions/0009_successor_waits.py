@@ -11,6 +11,14 @@ in the same statement, so an ended delivery still marked is one whose worker die
 the release; beat's sweep looks for those every few seconds, through this partial index
 of them (empty while nothing is owed).
 
+``ix_deliveries_resource_status_order`` replaces ``ix_deliveries_resource_order``: the
+ordering lookups (is an earlier delivery of this resource pending, which is next) match
+endpoint, resource and status in it, one column more than in the endpoint's status index.
+With ``status`` only in the old index's condition, a planner whose statistics were
+gathered while few deliveries were pending took the status index and filtered every
+pending delivery of the endpoint for each lookup, exactly when a burst had made them
+many.
+
 Deliveries pending at upgrade are marked when they are ordered, since an earlier version
 may have parked later ones behind them without marking: at worst their end looks for a
 successor and finds none.
@@ -22,6 +30,8 @@ Revises: 0008
 import sqlalchemy as sa
 from alembic import op
 
+ORDERED = sa.text("sequence IS NOT NULL")
+ORDERED_PENDING = sa.text("status = 'pending' AND sequence IS NOT NULL")
 RELEASE_OWED = sa.text("successor_waits AND status <> 'pending'")
 
 revision = "0009"
@@ -39,6 +49,14 @@ def upgrade() -> None:
         "UPDATE deliveries SET successor_waits = true "
         "WHERE status = 'pending' AND sequence IS NOT NULL"
     )
+    op.drop_index("ix_deliveries_resource_order", table_name="deliveries")
+    op.create_index(
+        "ix_deliveries_resource_status_order",
+        "deliveries",
+        ["endpoint_id", "resource_id", "status", "sequence"],
+        postgresql_where=ORDERED,
+        sqlite_where=ORDERED,
+    )
     op.create_index(
         "ix_deliveries_release_owed",
         "deliveries",
@@ -50,5 +68,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_deliveries_release_owed", table_name="deliveries")
+    op.drop_index("ix_deliveries_resource_status_order", table_name="deliveries")
+    op.create_index(
+        "ix_deliveries_resource_order",
+        "deliveries",
+        ["endpoint_id", "resource_id", "sequence"],
+        postgresql_where=ORDERED_PENDING,
+        sqlite_where=ORDERED_PENDING,
+    )
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("successor_waits")

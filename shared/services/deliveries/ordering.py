@@ -49,9 +49,10 @@ _D = Delivery.__table__
 _EARLIER = _D.alias("earlier")
 _HEAD = _D.alias("head")
 # Written into the statements, not bound: the claim and the release are prepared once per
-# connection (``shared.db.autocommit_rows``), and a generic plan can use the partial index
-# of pending ordered deliveries only if it sees ``status = 'pending'`` itself. With a
-# parameter it walks every pending delivery of the endpoint instead.
+# connection (``shared.db.autocommit_rows``), and their generic plan must see the status
+# as what it is to rate the ordering index (``ix_deliveries_resource_status_order``) on
+# endpoint, resource and status; with a parameter it walked every pending delivery of
+# the endpoint instead.
 _PENDING = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
 # Deliveries of the same resource to the same endpoint, still pending, before ``_D``'s row.
