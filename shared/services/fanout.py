@@ -134,7 +134,7 @@ def create_deliveries(
                 )
             )
     tracing.annotate_fan_out(messages, deliveries=len(rows))
-    order = _ordering_columns(session, messages, rows, endpoints_by_org, now)
+    order, behind = _ordering_columns(session, messages, rows, endpoints_by_org, now)
     if not rows:
         created = []
     elif ingest_statements.postgresql_engine(session) is not None:
@@ -161,8 +161,15 @@ def create_deliveries(
             ],
             unique=["message_id", "endpoint_id"],
         )
+    # Last, so that the predecessors stay locked only for the end of this transaction (a
+    # worker releasing one of them waits for the commit).
+    made_due = _wait_in_line(session, rows, behind, now)
     # delivery id -> organization id (its lane); parked deliveries get no task
-    owner = {row[0]: row[3] for row, due in zip(rows, order[2], strict=True) if due is not None}
+    owner = {
+        row[0]: row[3]
+        for i, (row, due) in enumerate(zip(rows, order[2], strict=True))
+        if due is not None or i in made_due
+    }
     due = [d for d in created if d in owner]
     enqueue_many_after_commit(session, Task.DELIVER, [(d, 1) for d in due], [owner[d] for d in due])
     metrics.count_fanned_out(session, messages)
@@ -175,13 +182,15 @@ def _ordering_columns(
     rows: list[tuple],
     endpoints_by_org: dict[str, list],
     now: datetime,
-) -> list[list]:
-    """The ``ORDER_COLUMNS`` lists of a fan-out's delivery rows (docs/api.md §11.3).
+) -> tuple[list[list], list[tuple[tuple[str, str, int], int]]]:
+    """The ``ORDER_COLUMNS`` lists of a fan-out's delivery rows (docs/api.md §11.3), and
+    the rows made parked behind a delivery made before: ((endpoint, resource, sequence
+    before), row index), for ``_wait_in_line``.
 
     Deliveries to an ordered endpoint of an event with a resource get the resource and
-    their sequence; every other one gets nulls. A delivery with an earlier one of its
-    resource still pending (made before, or earlier in this fan-out) is made parked: no
-    due time, no task, until the one before it ends (``deliveries.ordering``). The rest are due now.
+    their sequence; every other one gets nulls. A delivery behind an earlier one of its
+    resource (made before, or earlier in this fan-out) is made parked: no due time, no
+    task, until the one before it ends (``deliveries.ordering``). The rest are due now.
     """
     resource_ids: list[str | None] = [None] * len(rows)
     numbers: list[int | None] = [None] * len(rows)
@@ -201,15 +210,35 @@ def _ordering_columns(
             if key in last:
                 ahead[last[key]], due[i] = True, None
             elif number > 1:
-                behind_earlier.append((key, i))
-            last[key] = i
-        waiting = sequences.wait_in_line(
-            session, [(*key, numbers[i] - 1) for key, i in behind_earlier]
-        )
-        for key, i in behind_earlier:
-            if key in waiting:
+                behind_earlier.append(((*key, number - 1), i))
                 due[i] = None
-    return [resource_ids, numbers, due, due, ahead]
+            last[key] = i
+    return [resource_ids, numbers, due, due, ahead], behind_earlier
+
+
+def _wait_in_line(
+    session: Session,
+    rows: list[tuple],
+    behind: list[tuple[tuple[str, str, int], int]],
+    now: datetime,
+) -> set[int]:
+    """Mark the predecessors still pending of the rows made parked behind them; the rows
+    whose predecessor has ended are made due instead. Returns those rows' indexes."""
+    if not behind:
+        return set()
+    waiting = sequences.wait_in_line(session, [key for key, _ in behind])
+    made_due = {
+        i
+        for (endpoint_id, resource_id, _), i in behind
+        if (endpoint_id, resource_id) not in waiting
+    }
+    if made_due:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([rows[i][0] for i in made_due]))
+            .values(next_attempt_at=now, enqueued_at=now)
+        )
+    return made_due
 
 
 # A fan-out task that finds another one fanning out its organization's messages tries
