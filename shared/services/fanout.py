@@ -196,6 +196,7 @@ def _ordering_columns(
     numbers: list[int | None] = [None] * len(rows)
     due: list[datetime | None] = [now] * len(rows)
     ahead = [False] * len(rows)
+    behind_earlier: list[tuple[tuple[str, str, int], int]] = []
     ordered = sequences.ordered_endpoints(endpoints_by_org)
     if ordered:
         resources = {m.id: sequences.resource_of(m) for m in messages}
@@ -204,7 +205,7 @@ def _ordering_columns(
         keys = [(rows[i][2], resources[rows[i][1]]) for i in at]
         numbered = sequences.assign_sequences(session, keys, now=now)
         last: dict[tuple[str, str], int] = {}  # each key's latest row in this fan-out
-        behind_earlier = []  # keys whose first row here follows deliveries made before
+        # behind_earlier: the rows first of their key here, following deliveries made before
         for i, key, number in zip(at, keys, numbered, strict=True):
             resource_ids[i], numbers[i] = key[1], number
             if key in last:
