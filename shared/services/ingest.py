@@ -19,7 +19,7 @@ from .. import events, metrics, payloads, tracing
 from ..config import get_settings
 from ..errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from ..event_catalog import STATE_FIELDS
-from ..models import Message, Organization, new_id, utcnow
+from ..models import Message, Ordering, Organization, new_id, utcnow
 from ..queue import Task, enqueue_after_commit, enqueue_many
 from . import ingest_statements, sequences
 from .auth import Principal
@@ -331,9 +331,34 @@ def _organizations_and_endpoints() -> Select:
     )
 
 
+def _fans_out_now(session: Session, plan: _Plan) -> bool:
+    """Whether this transaction makes the fan-out itself rather than a task.
+
+    Only a small one, and not while an organization with an ordered endpoint has an
+    earlier message still owed a fan-out: its task numbers that one first (docs/api.md
+    §11.3), then this one with it (``fanout.fan_out`` takes the earlier owed messages).
+    """
+    if plan.endpoints is None:
+        return False
+    ordered = [
+        org
+        for org, endpoints in plan.endpoints.items()
+        if any(endpoint.ordering == Ordering.RESOURCE for endpoint in endpoints)
+    ]
+    if not ordered:
+        return True
+    owed = session.execute(
+        select(Message.id)
+        .where(Message.fanned_out_at.is_(None), Message.organization_id.in_(ordered))
+        .limit(1)
+    ).first()
+    return owed is None
+
+
 def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted]:
     now = utcnow()
-    fanned_out_at = now if plan.endpoints is not None else None
+    inline = _fans_out_now(session, plan)
+    fanned_out_at = now if inline else None
     # A repeated eventId inside one batch answers with the first occurrence.
     first_in_batch: dict[tuple[str, str], str] = {}
     rows: list[dict] = []
@@ -394,7 +419,7 @@ def _store(session: Session, drafts: list[_Draft], plan: _Plan) -> list[Accepted
             results.append(Accepted(message, duplicate=True))
     if not by_id:
         return results
-    if plan.endpoints is not None:
+    if inline and plan.endpoints is not None:
         create_deliveries(session, list(by_id.values()), plan.endpoints, now)
     else:
         # One fan-out task per organization, in that organization's lane (shared.lanes), its

@@ -124,6 +124,34 @@ def test_a_fan_out_task_finding_another_at_work_for_its_organization_tries_again
         assert [(s, t[17:19]) for s, t in runs] == [(1, "00"), (2, "01")]
 
 
+def test_a_small_report_waits_for_an_earlier_one_still_owed_its_fan_out(client, org):
+    # A large array's fan-out is left to a task that has not run yet; a single event of
+    # one of its sandboxes, small enough to fan out at once, must not overtake it.
+    ordered = _endpoint(client, org, "resource")
+    _endpoint(client, org, "none")
+    sender = queue._sender
+    queue.configure(None)
+    try:
+        events = [_stopped(org, f"sbx-{i}", 0) for i in range(300)]
+        with session_scope() as session:
+            accepted = ingest.ingest_events(session, raw_events=events, single=False)
+            array = [a.message.id for a in accepted]
+        with session_scope() as session:
+            (late,) = ingest.ingest_events(
+                session, raw_events=[_stopped(org, "sbx-7", 1)], single=False
+            )
+        with session_scope() as session:
+            assert session.get(Message, late.message.id).fanned_out_at is None
+        # The later message's own task fans out the array first.
+        with session_scope() as session:
+            fanout.fan_out(session, message_ids=[late.message.id])
+    finally:
+        queue.configure(sender)
+    assert [(s, t[17:19]) for s, t in _numbers(ordered)["sbx-7"]] == [(1, "00"), (2, "01")]
+    with session_scope() as session:
+        assert fanout.fan_out(session, message_ids=array) == []
+
+
 def test_counters_of_resources_unheard_of_for_the_retention_period_are_purged(client, org):
     ordered = _endpoint(client, org, "resource")
     for sandbox in ("sbx-old", "sbx-new"):
