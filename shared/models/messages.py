@@ -105,7 +105,19 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("message_id", "endpoint_id", name="uq_deliveries_message_endpoint"),
         Index("ix_deliveries_endpoint_created", "endpoint_id", "created_at"),
-        Index("ix_deliveries_endpoint_status", "endpoint_id", "status"),
+        # An endpoint's deliveries by status and, for ordered ones, by resource and sequence:
+        # is an earlier delivery of a resource still pending, which one is next (migration
+        # 0009). One index for both: with a separate ordering index, the planner took the
+        # (endpoint, status) one whenever its statistics, gathered while few deliveries were
+        # pending, rated "the endpoint's pending deliveries" as a handful, and filtered every
+        # pending delivery of the endpoint for each lookup, exactly when a burst made them many.
+        Index(
+            "ix_deliveries_endpoint_status_order",
+            "endpoint_id",
+            "status",
+            "resource_id",
+            "sequence",
+        ),
         # Pending deliveries only: every reader asks for them (migration 0002).
         Index(
             "ix_deliveries_pending_due",
@@ -114,20 +126,6 @@ class Delivery(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_deliveries_org_status", "organization_id", "status", "message_id"),
-        # Is an earlier delivery of this resource still pending; which one is next
-        # (migration 0009). ``status`` is a column of the index, not of its condition: a
-        # lookup then matches one more column here than in ix_deliveries_endpoint_status,
-        # so the planner takes this index even when its statistics, gathered while few
-        # deliveries were pending, rate "the endpoint's pending deliveries" as a handful.
-        Index(
-            "ix_deliveries_resource_status_order",
-            "endpoint_id",
-            "resource_id",
-            "status",
-            "sequence",
-            postgresql_where=text("sequence IS NOT NULL"),
-            sqlite_where=text("sequence IS NOT NULL"),
-        ),
         # Ended deliveries whose successor's release may still be owed (migration 0009).
         Index(
             "ix_deliveries_release_owed",

@@ -35,7 +35,7 @@ from ..models import Delivery, DeliveryStatus, Ordering, ResourceSequence
 _S = ResourceSequence.__table__
 _D = Delivery.__table__
 # Written into the statement, not bound, so that PostgreSQL plans with the ordering index
-# on endpoint, resource and status (as ``deliveries.ordering`` does).
+# on endpoint, status and resource (as ``deliveries.ordering`` does).
 _PENDING_STATUS = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
 
@@ -124,7 +124,7 @@ _KEYS = select(
 ).subquery("keys")
 
 # The delivery just before each new one (its key, the sequence before), marked if still
-# pending. One exact lookup per key on the ordering index (endpoint, resource, status,
+# pending. One exact lookup per key on the ordering index (endpoint, status, resource,
 # sequence). ``status`` is asked of the marked row itself:
 # PostgreSQL checks it again on the row's newest version when the row was changed
 # meanwhile, so a delivery that just ended is not marked.

@@ -11,13 +11,14 @@ in the same statement, so an ended delivery still marked is one whose worker die
 the release; beat's sweep looks for those every few seconds, through this partial index
 of them (empty while nothing is owed).
 
-``ix_deliveries_resource_status_order`` replaces ``ix_deliveries_resource_order``: the
-ordering lookups (is an earlier delivery of this resource pending, which is next) match
-endpoint, resource and status in it, one column more than in the endpoint's status index.
-With ``status`` only in the old index's condition, a planner whose statistics were
-gathered while few deliveries were pending took the status index and filtered every
-pending delivery of the endpoint for each lookup, exactly when a burst had made them
-many.
+``ix_deliveries_endpoint_status_order`` (endpoint, status, resource, sequence) replaces both
+``ix_deliveries_endpoint_status`` and ``ix_deliveries_resource_order``: the ordering
+lookups (is an earlier delivery of this resource pending, which is next) and the
+endpoint's deliveries by status use one index. With two, a planner whose statistics were
+gathered while few deliveries were pending took the (endpoint, status) index for the
+ordering lookups and filtered every pending delivery of the endpoint for each, exactly
+when a burst had made them many. Building it reads the whole table once: on a large
+deployment the upgrade takes that long, and writes to deliveries wait for it.
 
 Deliveries pending at upgrade are marked when they are ordered, since an earlier version
 may have parked later ones behind them without marking: at worst their end looks for a
@@ -30,7 +31,6 @@ Revises: 0008
 import sqlalchemy as sa
 from alembic import op
 
-ORDERED = sa.text("sequence IS NOT NULL")
 ORDERED_PENDING = sa.text("status = 'pending' AND sequence IS NOT NULL")
 RELEASE_OWED = sa.text("successor_waits AND status <> 'pending'")
 
@@ -50,12 +50,11 @@ def upgrade() -> None:
         "WHERE status = 'pending' AND sequence IS NOT NULL"
     )
     op.drop_index("ix_deliveries_resource_order", table_name="deliveries")
+    op.drop_index("ix_deliveries_endpoint_status", table_name="deliveries")
     op.create_index(
-        "ix_deliveries_resource_status_order",
+        "ix_deliveries_endpoint_status_order",
         "deliveries",
-        ["endpoint_id", "resource_id", "status", "sequence"],
-        postgresql_where=ORDERED,
-        sqlite_where=ORDERED,
+        ["endpoint_id", "status", "resource_id", "sequence"],
     )
     op.create_index(
         "ix_deliveries_release_owed",
@@ -68,7 +67,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_deliveries_release_owed", table_name="deliveries")
-    op.drop_index("ix_deliveries_resource_status_order", table_name="deliveries")
+    op.drop_index("ix_deliveries_endpoint_status_order", table_name="deliveries")
+    op.create_index("ix_deliveries_endpoint_status", "deliveries", ["endpoint_id", "status"])
     op.create_index(
         "ix_deliveries_resource_order",
         "deliveries",

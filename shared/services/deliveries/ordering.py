@@ -50,8 +50,8 @@ _EARLIER = _D.alias("earlier")
 _HEAD = _D.alias("head")
 # Written into the statements, not bound: the claim and the release are prepared once per
 # connection (``shared.db.autocommit_rows``), and their generic plan must see the status
-# as what it is to rate the ordering index (``ix_deliveries_resource_status_order``) on
-# endpoint, resource and status; with a parameter it walked every pending delivery of
+# as what it is to rate the ordering index (``ix_deliveries_endpoint_status_order``) on
+# endpoint, status and resource; with a parameter it walked every pending delivery of
 # the endpoint instead.
 _PENDING = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
