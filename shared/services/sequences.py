@@ -34,9 +34,13 @@ from ..models import Delivery, DeliveryStatus, Ordering, ResourceSequence
 
 _S = ResourceSequence.__table__
 _D = Delivery.__table__
-# Written into the statement, not bound, so that PostgreSQL plans with the ordering index
-# on endpoint, status and resource (as ``deliveries.ordering`` does).
-_PENDING_STATUS = literal_column(f"'{DeliveryStatus.PENDING.value}'")
+# ``status = 'pending'`` written into the ordering statements (here and in
+# ``deliveries.ordering``), not bound: the claim and the release are prepared once per
+# connection (``shared.db.autocommit_rows``), and their generic plan must see the status
+# as what it is to rate the ordering index (``ix_deliveries_endpoint_status_order``) on
+# endpoint, status and resource; with a parameter it walked every pending delivery of
+# the endpoint instead.
+PENDING_LITERAL = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
 
 def resource_of(message: Any) -> str | None:
@@ -123,33 +127,28 @@ _KEYS = select(
     func.unnest(cast(bindparam("sequences"), ARRAY(Integer))).label("sequence"),
 ).subquery("keys")
 
+
 # The delivery just before each new one (its key, the sequence before), marked if still
 # pending. One exact lookup per key on the ordering index (endpoint, status, resource,
 # sequence). ``status`` is asked of the marked row itself:
 # PostgreSQL checks it again on the row's newest version when the row was changed
 # meanwhile, so a delivery that just ended is not marked.
-_MARK_MANY = (
-    update(_D)
-    .where(
-        _D.c.endpoint_id == _KEYS.c.endpoint_id,
-        _D.c.resource_id == _KEYS.c.resource_id,
-        _D.c.sequence == _KEYS.c.sequence,
-        _D.c.status == _PENDING_STATUS,
+def _mark(endpoint_id: Any, resource_id: Any, sequence: Any) -> Any:
+    return (
+        update(_D)
+        .where(
+            _D.c.endpoint_id == endpoint_id,
+            _D.c.resource_id == resource_id,
+            _D.c.sequence == sequence,
+            _D.c.status == PENDING_LITERAL,
+        )
+        .values(successor_waits=True)
+        .returning(_D.c.endpoint_id, _D.c.resource_id)
     )
-    .values(successor_waits=True)
-    .returning(_D.c.endpoint_id, _D.c.resource_id)
-)
-_MARK_ONE = (
-    update(_D)
-    .where(
-        _D.c.endpoint_id == bindparam("k_endpoint_id"),
-        _D.c.resource_id == bindparam("k_resource_id"),
-        _D.c.sequence == bindparam("k_sequence"),
-        _D.c.status == _PENDING_STATUS,
-    )
-    .values(successor_waits=True)
-    .returning(_D.c.endpoint_id, _D.c.resource_id)
-)
+
+
+_MARK_MANY = _mark(_KEYS.c.endpoint_id, _KEYS.c.resource_id, _KEYS.c.sequence)
+_MARK_ONE = _mark(bindparam("k_endpoint_id"), bindparam("k_resource_id"), bindparam("k_sequence"))
 
 
 def wait_in_line(session: Session, keys: list[tuple[str, str, int]]) -> set[tuple[str, str]]:

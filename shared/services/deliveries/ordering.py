@@ -37,30 +37,25 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, literal_column, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...db import first_row, postgres_engine
 from ...models import Delivery, DeliveryStatus
 from ...models.base import UTCDateTime
 from ...queue import Task, enqueue, enqueue_after_commit
+from ..sequences import PENDING_LITERAL
 
 _D = Delivery.__table__
 _EARLIER = _D.alias("earlier")
 _HEAD = _D.alias("head")
-# Written into the statements, not bound: the claim and the release are prepared once per
-# connection (``shared.db.autocommit_rows``), and their generic plan must see the status
-# as what it is to rate the ordering index (``ix_deliveries_endpoint_status_order``) on
-# endpoint, status and resource; with a parameter it walked every pending delivery of
-# the endpoint instead.
-_PENDING = literal_column(f"'{DeliveryStatus.PENDING.value}'")
 
 # Deliveries of the same resource to the same endpoint, still pending, before ``_D``'s row.
 _EARLIER_PENDING = exists(
     select(_EARLIER.c.id).where(
         _EARLIER.c.endpoint_id == _D.c.endpoint_id,
         _EARLIER.c.resource_id == _D.c.resource_id,
-        _EARLIER.c.status == _PENDING,
+        _EARLIER.c.status == PENDING_LITERAL,
         _EARLIER.c.sequence.is_not(None),
         _EARLIER.c.sequence < _D.c.sequence,
     )
@@ -80,7 +75,7 @@ RELEASE = (
         .where(
             _HEAD.c.endpoint_id == bindparam("k_endpoint_id"),
             _HEAD.c.resource_id == bindparam("k_resource_id"),
-            _HEAD.c.status == _PENDING,
+            _HEAD.c.status == PENDING_LITERAL,
             _HEAD.c.sequence.is_not(None),
         )
         .order_by(_HEAD.c.sequence)
@@ -95,13 +90,12 @@ RELEASE = (
 
 # The release and, in the same statement, the ended delivery's mark cleared: a mark left
 # on an ended delivery means its release may still be owed (``release_owed``).
-_CLEARED = (
+_CLEAR = (
     update(_D)
     .where(_D.c.id == bindparam("ended_id"), _D.c.successor_waits)
     .values(successor_waits=False)
-    .cte("cleared")
 )
-RELEASE_AND_CLEAR = RELEASE.add_cte(_CLEARED)
+RELEASE_AND_CLEAR = RELEASE.add_cte(_CLEAR.cte("cleared"))
 
 # Ended deliveries still marked this long after their end: their worker died between the
 # end and the release. Not sooner: a live worker is about to release it, and the sweep's
@@ -112,7 +106,7 @@ _OWED = (
     select(_D.c.id, _D.c.endpoint_id, _D.c.resource_id)
     .where(
         _D.c.successor_waits,
-        _D.c.status != _PENDING,
+        _D.c.status != PENDING_LITERAL,
         _D.c.updated_at < bindparam("ended_before", type_=UTCDateTime),
     )
     .limit(OWED_BATCH)
@@ -123,7 +117,7 @@ STRANDED_BATCH = 500
 _STRANDED = (
     select(_D.c.id)
     .where(
-        _D.c.status == _PENDING,
+        _D.c.status == PENDING_LITERAL,
         _D.c.sequence.is_not(None),
         _D.c.next_attempt_at.is_(None),
         _D.c.attempt_count == 0,
@@ -203,19 +197,12 @@ def release_next(
     else:  # SQLite has no data-modifying WITH: two statements, one transaction
         with factory() as session:
             row = session.execute(RELEASE, params).first()
-            session.execute(_CLEARED_ONLY, params)
+            session.execute(_CLEAR, params)
             session.commit()
     if row is None:
         return None
     enqueue(Task.DELIVER, row[0], 1)
     return row[0]
-
-
-_CLEARED_ONLY = (
-    update(_D)
-    .where(_D.c.id == bindparam("ended_id"), _D.c.successor_waits)
-    .values(successor_waits=False)
-)
 
 
 def release_owed(session: Session, now: datetime) -> int:
