@@ -20,7 +20,7 @@ import pytest
 
 from shared.db import session_scope
 from shared.models import Delivery
-from tests.conftest import PLATFORM, ROOT, _start_worker
+from tests.conftest import PLATFORM, ROOT
 from tests.support.receiver import Received, Receiver, Reply
 from tests.support.waiting import wait_until
 
@@ -107,15 +107,6 @@ def _pending(endpoint_id: str) -> int:
             .filter(Delivery.endpoint_id == endpoint_id, Delivery.status == "pending")
             .count()
         )
-
-
-@pytest.fixture
-def two_workers(database, tmp_path) -> Iterator[list[subprocess.Popen]]:
-    procs = [_start_worker(tmp_path / f"worker-{i}.log") for i in range(2)]
-    yield procs
-    for proc in procs:
-        proc.kill()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import bisect
-import subprocess
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import Attempt, Delivery
-from tests.conftest import PLATFORM, _start_worker
+from tests.conftest import PLATFORM
 from tests.support.receiver import Reply
 from tests.support.waiting import wait_until
 
@@ -19,15 +16,6 @@ RATE = 20
 DELIVERIES = 600
 # A receiver's clock sees each post a little after its turn: 10% slack for that jitter.
 MOST_IN_A_SECOND = 22
-
-
-@pytest.fixture
-def two_workers(database, tmp_path) -> Iterator[list[subprocess.Popen]]:
-    procs = [_start_worker(tmp_path / f"worker-{i}.log") for i in range(2)]
-    yield procs
-    for proc in procs:
-        proc.kill()
-        proc.wait(timeout=20)
 
 
 def _busiest_second(times: list[float]) -> int:
