@@ -194,7 +194,7 @@ def _after_written(
     ``ahead``: a later delivery of the resource may wait for this one (``Written``).
     """
     now = decision.attempt.created_at
-    if decision.completed is not None and ahead and claimed.resource_id is not None:
+    if ahead:
         # The next delivery of the resource may go now (§11.3).
         release_next(
             factory,

@@ -19,9 +19,11 @@ this module reads what it needs and acts on it:
   deliveries first: a delivery ending at that moment (its record updates its row) either
   commits before (then it is no longer pending, and nothing is parked) or waits for the
   park to commit (then its ``release_next`` finds the parked one).
-- ``release_next``: once a marked delivery ended, the first pending delivery of its
-  resource, if parked, is put back on the clock and handed to the broker at once. An
-  unmarked one has had nothing made behind it while pending, so nothing can be parked.
+- ``release_with_record`` and ``release_next``: once a marked delivery ended, the first
+  pending delivery of its resource, if parked, is put back on the clock and handed to
+  the broker at once: on PostgreSQL in the statement recording the end, else (or when
+  that statement could not see the parked one) right after it. An unmarked one has had
+  nothing made behind it while pending, so nothing can be parked.
 - ``release_owed``: beat's sweep does the release for an ended delivery still marked,
   which is only the case when a worker died between a delivery's end and its
   ``release_next`` (which clears the mark in the same statement).
@@ -66,7 +68,10 @@ NOT_HELD = or_(_D.c.sequence.is_(None), _D.c.attempt_count > 0, ~_EARLIER_PENDIN
 
 _NOW = bindparam("now", type_=UTCDateTime)
 
-# The first pending delivery of a resource, when parked: back on the clock, due now.
+# The first pending delivery of a resource after the ended one, when parked: back on the
+# clock, due now. The ended one is left out by id, not by status, so that the record of
+# its end can release in the same statement (``release_with_record``), whose snapshot
+# still shows it pending.
 RELEASE = (
     update(_D)
     .where(
@@ -77,6 +82,7 @@ RELEASE = (
             _HEAD.c.resource_id == bindparam("k_resource_id"),
             _HEAD.c.status == PENDING_LITERAL,
             _HEAD.c.sequence.is_not(None),
+            _HEAD.c.id != bindparam("ended_id"),
         )
         .order_by(_HEAD.c.sequence)
         .limit(1)
@@ -87,6 +93,21 @@ RELEASE = (
     .values(next_attempt_at=_NOW, enqueued_at=_NOW, updated_at=_NOW)
     .returning(_D.c.id)
 )
+
+
+def release_with_record(marked: Any) -> Any:
+    """``RELEASE`` as a part of the statement recording a delivery's end (PostgreSQL).
+
+    ``marked``: the ended delivery's row as locked by that statement (its newest version,
+    with ``successor_waits``), present only when the record is written. The release runs
+    only for a marked delivery; it sees the statement's snapshot, so a successor a fan-out
+    parked after that snapshot is not found: the record then keeps the mark and its
+    worker runs ``release_next`` (``records.record_statement``).
+    """
+    return RELEASE.where(exists(select(marked.c.id).where(marked.c.successor_waits))).cte(
+        "released"
+    )
+
 
 # The release and, in the same statement, the ended delivery's mark cleared: a mark left
 # on an ended delivery means its release may still be owed (``release_owed``).
@@ -125,6 +146,11 @@ _STRANDED = (
     )
     .limit(STRANDED_BATCH)
 )
+
+
+def ends_in_line(claimed: Any, decision: Any) -> bool:
+    """Whether a decision ends a delivery that later ones of its resource may wait for."""
+    return claimed.resource_id is not None and decision.completed is not None
 
 
 def is_held(session: Session, delivery: Any) -> bool:
@@ -216,8 +242,13 @@ def release_owed(session: Session, now: datetime) -> int:
         query = query.with_for_update(skip_locked=True)
     owed = session.execute(query, {"ended_before": now - OWED_AFTER}).all()
     released = 0
-    for _ended_id, endpoint_id, resource_id in owed:
-        params = {"k_endpoint_id": endpoint_id, "k_resource_id": resource_id, "now": now}
+    for ended_id, endpoint_id, resource_id in owed:
+        params = {
+            "ended_id": ended_id,
+            "k_endpoint_id": endpoint_id,
+            "k_resource_id": resource_id,
+            "now": now,
+        }
         row = session.execute(RELEASE, params).first()
         if row is not None:
             enqueue_after_commit(session, Task.DELIVER, row[0], 1)

@@ -23,7 +23,7 @@ from enum import Enum, StrEnum
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, exists, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,10 +31,12 @@ from ... import metrics
 from ...db import first_row, postgres_engine
 from ...models import Attempt, Delivery, Endpoint, ManualRequest
 from ...models.base import UTCDateTime
+from ...queue import Task, enqueue
 from ...transitions import Decision, DeliveryState, Health
 from ..endpoints import disable_endpoint
 from .claimed import Claimed
 from .endings import follow_up, follows
+from .ordering import ends_in_line, release_with_record
 
 log = logging.getLogger(__name__)
 
@@ -114,23 +116,42 @@ def writer_for(factory: sessionmaker[Session]) -> Writer:
 
 
 @lru_cache(maxsize=64)
-def record_statement(columns: tuple[str, ...], health: Health | None, manual: bool) -> Any:
+def record_statement(
+    columns: tuple[str, ...], health: Health | None, manual: bool, release: bool = False
+) -> Any:
     """The statement writing a decision that sets ``columns`` of the delivery.
 
-    Returns one row when it wrote, none when the delivery is no longer in the expected
-    state. Parameters: ``d_<column>`` for the delivery's new values, ``g_*`` for the
-    expected state, ``a_<column>`` for the attempt. (Core would take a parameter named
-    like a column of the updated table for an extra SET value, hence the prefixes.)
+    Returns one row when it wrote (the delivery's id, whether a later delivery of its
+    resource may still wait on it, the delivery released), none when the delivery is no
+    longer in the expected state. Parameters: ``d_<column>`` for the delivery's new
+    values, ``g_*`` for the expected state, ``a_<column>`` for the attempt. (Core would
+    take a parameter named like a column of the updated table for an extra SET value,
+    hence the prefixes.)
+
+    ``release``: the decision ends a delivery of an ordered resource. The statement then
+    locks the delivery first (its newest version, whatever the snapshot shows), lets the
+    next delivery of the resource go if it is parked (``ordering.release_with_record``)
+    and clears the mark that said one may wait, unless the release found none to let go.
     """
+    guard = (
+        _D.c.id == bindparam("g_id"),
+        _D.c.status == bindparam("g_status"),
+        _D.c.attempt_count == bindparam("g_attempt_count"),
+        _D.c.extra_attempt_count == bindparam("g_extra_attempt_count"),
+    )
+    values: dict[str, Any] = {
+        name: bindparam(f"d_{name}", type_=_D.c[name].type) for name in columns
+    }
+    released: Any = None
+    if release:
+        marked = select(_D.c.id, _D.c.successor_waits).where(*guard).with_for_update()
+        marked = marked.cte("marked")
+        released = release_with_record(marked)
+        values["successor_waits"] = _D.c.successor_waits & ~exists(select(released.c.id))
     recorded = (
         update(_D)
-        .where(
-            _D.c.id == bindparam("g_id"),
-            _D.c.status == bindparam("g_status"),
-            _D.c.attempt_count == bindparam("g_attempt_count"),
-            _D.c.extra_attempt_count == bindparam("g_extra_attempt_count"),
-        )
-        .values({name: bindparam(f"d_{name}", type_=_D.c[name].type) for name in columns})
+        .where(*guard)
+        .values(values)
         .returning(_D.c.id, _D.c.successor_waits)
         .cte("recorded")
     )
@@ -165,7 +186,8 @@ def record_statement(columns: tuple[str, ...], health: Health | None, manual: bo
             .where(_R.c.id == bindparam("a_id"), exists(select(recorded.c.id)))
             .cte("fulfilled")
         )
-    return select(recorded.c.id, recorded.c.successor_waits).add_cte(*ctes)
+    next_id = select(released.c.id).scalar_subquery() if release else null()
+    return select(recorded.c.id, recorded.c.successor_waits, next_id).add_cte(*ctes)
 
 
 def _plain(value: Any) -> Any:
@@ -201,7 +223,15 @@ def write_in_one_statement(
     }
     params.update({f"d_{k}": _plain(v) for k, v in decision.changes.items()})
     params.update({f"a_{k}": v for k, v in attempt_values(claimed, decision, attempt_id).items()})
-    statement = record_statement(tuple(decision.changes), decision.health, decision.manual)
+    release = ends_in_line(claimed, decision)
+    if release:
+        params.update(
+            ended_id=claimed.delivery_id,
+            k_endpoint_id=claimed.endpoint_id,
+            k_resource_id=claimed.resource_id,
+            now=decision.attempt.created_at,
+        )
+    statement = record_statement(tuple(decision.changes), decision.health, decision.manual, release)
     try:
         written = first_row(engine, statement, params, flush=False)
     except IntegrityError:
@@ -223,7 +253,9 @@ def write_in_one_statement(
                 )
             follow_up(session, claimed, decision)
             session.commit()
-    return Written.WRITTEN_AHEAD if written[1] else Written.WRITTEN
+    if written[2] is not None:
+        enqueue(Task.DELIVER, written[2], 1)
+    return Written.WRITTEN_AHEAD if release and written[1] else Written.WRITTEN
 
 
 # ---- any other database -------------------------------------------------------------------
@@ -272,10 +304,8 @@ def write_with_orm(
             follow_up(session, claimed, decision)
             # Read after the writes above: the transaction holds the database's write lock
             # by now, so a fan-out's mark (``ordering.wait_in_line``) is in or waits.
-            ahead = (
-                claimed.resource_id is not None
-                and decision.completed is not None
-                and session.scalar(
+            ahead = ends_in_line(claimed, decision) and bool(
+                session.scalar(
                     select(Delivery.successor_waits).where(Delivery.id == claimed.delivery_id)
                 )
             )

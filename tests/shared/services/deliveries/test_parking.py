@@ -230,3 +230,32 @@ def test_the_hourly_look_lets_go_what_waits_behind_a_purged_delivery(factory, or
     assert retention.purge_expired(factory)["released"] == 1
     assert _rows(factory, endpoint_id)["sbx-a"][0][2:4] == (True, False)
     assert _rows(factory, endpoint_id)["sbx-a"][0][4] == waiting
+
+
+def test_a_head_delivered_on_its_retry_lets_the_next_go(factory, ordered, receiver, no_broker):
+    org_id, endpoint_id, _ = ordered
+    _fan_out(factory, org_id, ["sbx-a", "sbx-a"])
+    head = _rows(factory, endpoint_id)["sbx-a"][0][4]
+    client = DeliveryClient(
+        allow=get_settings().allow_private_targets, user_agent=deliveries.user_agent()
+    )
+    receiver.reply(500)
+    failed = deliveries.run_scheduled_try(factory, client, delivery_id=head, try_number=1)
+    assert failed.delivery_status == "pending"
+    # A failed try is no end: the next one stays parked, the head keeps its mark.
+    assert _shape(_rows(factory, endpoint_id))["sbx-a"] == [
+        (1, "pending", True, True),
+        (2, "pending", False, False),
+    ]
+    receiver.reply(200)
+    with factory() as session:  # its retry made due now
+        session.execute(
+            update(Delivery).where(Delivery.id == head).values(next_attempt_at=utcnow())
+        )
+        session.commit()
+    outcome = deliveries.run_scheduled_try(factory, client, delivery_id=head, try_number=2)
+    assert outcome.delivery_status == "delivered", outcome
+    assert _shape(_rows(factory, endpoint_id))["sbx-a"] == [
+        (1, "delivered", False, False),
+        (2, "pending", True, False),
+    ]
