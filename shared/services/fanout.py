@@ -6,22 +6,26 @@ fan-out task for the rest (``fan_out``).
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from .. import events, filters, metrics, tracing
-from ..db import commit_without_flush
+from ..db import after_commit, commit_without_flush
 from ..models import Delivery, Endpoint, Message, Ordering, new_id, utcnow
 from ..queue import Task, enqueue, enqueue_many_after_commit
 from . import ingest_statements, sequences
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,11 +246,10 @@ def _wait_in_line(
     return made_due
 
 
-# A fan-out task that finds another one fanning out its organization's messages tries
-# again this much later, instead of holding a worker thread while it waits.
-BUSY_RETRY_SECONDS = 0.2
 # Advisory lock class of "fanning out this organization's messages" (PostgreSQL).
 _FAN_OUT_LOCK = 0x57484B46
+# Messages of one organization a fan-out sends on after its commit, in one task.
+OWED_BATCH = 100
 
 
 def _cutoffs(connection: Connection, message_ids: list[str]) -> list[tuple[str, datetime]]:
@@ -285,6 +288,39 @@ def _drain_locks(connection: Connection, organizations: list[str]) -> bool:
     return True
 
 
+def _send_owed_on(engine: Engine, organizations: list[str]) -> None:
+    """After a fan-out holding these organizations' locks committed: one fan-out task per
+    organization for its oldest messages still owed one, if any.
+
+    They include those of the tasks that found the lock taken meanwhile and ended. The
+    task sent takes the lock in turn; if it finds it taken, the one holding it sends
+    them on after its own commit. Should this fail (the database went away), beat's sweep
+    sends owed fan-outs on.
+    """
+    table = Message.__table__
+    owed: dict[str, list[str]] = {}
+    try:
+        with engine.connect() as connection:
+            for organization in organizations:
+                owed[organization] = list(
+                    connection.scalars(
+                        select(table.c.id)
+                        .where(
+                            table.c.fanned_out_at.is_(None),
+                            table.c.organization_id == organization,
+                        )
+                        .order_by(table.c.created_at)
+                        .limit(OWED_BATCH)
+                    )
+                )
+    except SQLAlchemyError as exc:
+        log.warning("could not look for fan-outs still owed (%s); the sweep will send them", exc)
+        return
+    for organization, message_ids in owed.items():
+        if message_ids:
+            enqueue(Task.FANOUT, message_ids, organization=organization)
+
+
 def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     """Create one delivery per matching active endpoint; returns the new delivery ids.
 
@@ -298,25 +334,24 @@ def fan_out(session: Session, *, message_ids: list[str]) -> list[str]:
     their messages were accepted, and fan-out tasks run in any order. So for an
     organization with an ordered endpoint, one task at a time fans out (a lock per
     organization until its commit), and it also fans out the earlier messages still owed
-    one (their own task then finds nothing to do). A task that finds the lock taken sends
-    itself again shortly and ends: it neither holds a worker thread while it waits nor
-    makes one large transaction of what several tasks were sent for. Other
-    organizations' fan-outs stay independent of each other.
+    one (their own task then finds nothing to do). A task that finds the lock taken ends
+    at once: it neither holds a worker thread while it waits nor polls. The task holding
+    the lock sends the organization's messages still owed a fan-out on once it has
+    committed (``_send_owed_on``): its messages were committed before it ran, so before
+    that commit. Other organizations' fan-outs stay independent of each other.
     """
     commit_without_flush(session)
     table = Message.__table__
     now = utcnow()
     connection = session.connection()
     cutoffs = _cutoffs(connection, message_ids)
-    if not _drain_locks(connection, [org for org, _ in cutoffs]):
+    organizations = [org for org, _ in cutoffs]
+    if not _drain_locks(connection, organizations):
         session.rollback()
-        enqueue(
-            Task.FANOUT,
-            message_ids,
-            countdown=BUSY_RETRY_SECONDS,
-            organization=cutoffs[0][0],
-        )
         return []
+    if organizations and connection.dialect.name == "postgresql":
+        engine = connection.engine
+        after_commit(session, lambda: _send_owed_on(engine, organizations))
     earlier = [
         and_(table.c.organization_id == org, table.c.created_at < cutoff) for org, cutoff in cutoffs
     ]

@@ -87,7 +87,9 @@ def test_fan_out_tasks_run_out_of_order_still_number_in_acceptance_order(client,
         assert [(s, t[17:19]) for s, t in runs] == [(1, "00"), (2, "01"), (3, "02")]
 
 
-def test_a_fan_out_task_finding_another_at_work_for_its_organization_tries_again_later(client, org):
+def test_a_fan_out_task_finding_another_at_work_ends_and_that_one_sends_its_messages_on(
+    client, org
+):
     # Two arrays past the inline limit, each owed a task; the first task is mid-fan-out
     # (its transaction open) when the second runs.
     ordered = _endpoint(client, org, "resource")
@@ -107,15 +109,28 @@ def test_a_fan_out_task_finding_another_at_work_for_its_organization_tries_again
         with factory() as first:
             assert fanout.fan_out(first, message_ids=arrays[0])
             with factory() as second:
-                # Not waiting on the first: no delivery, the task sent again shortly.
+                # Not waiting on the first, not polling: no delivery, nothing sent.
                 assert fanout.fan_out(second, message_ids=arrays[1]) == []
-            assert [(t, list(a), c) for t, a, c in sent if t == "webhooks.fanout"] == [
-                ("webhooks.fanout", [arrays[1]], fanout.BUSY_RETRY_SECONDS)
-            ]
+                second.commit()
+            assert [t for t, _, _ in sent if t == "webhooks.fanout"] == []
             first.commit()
-        with factory() as second:
-            assert fanout.fan_out(second, message_ids=arrays[1])
-            second.commit()
+
+        # The first, once committed, sent the second array's messages on (still owed), in
+        # acceptance order, a batch per task; each of those sends the rest on in turn.
+        def fanouts() -> list[tuple]:
+            return [(a[0], c) for t, a, c in sent if t == "webhooks.fanout"]
+
+        assert fanouts() == [(arrays[1][: fanout.OWED_BATCH], None)]
+        done = 0
+        while done < len(fanouts()):
+            with factory() as session:
+                assert fanout.fan_out(session, message_ids=fanouts()[done][0])
+                session.commit()
+            done += 1
+        assert [ids for ids, _ in fanouts()] == [
+            arrays[1][start : start + fanout.OWED_BATCH]
+            for start in range(0, len(arrays[1]), fanout.OWED_BATCH)
+        ]
     finally:
         queue.configure(sender)
     numbers = _numbers(ordered)
