@@ -239,15 +239,19 @@ def _outcome(outcome: Any) -> str:
     return "retry" if outcome.next_try else "failed"
 
 
-def carry(callback: Callable[[], Any]) -> Callable[[], Any]:
-    """``callback`` run later (after a commit) inside the span that is running now."""
+def _run_now(callback: Callable[[], Any]) -> Any:
+    return callback()
+
+
+def within_current() -> Callable[[Callable[[], Any]], Any]:
+    """A runner of callables, later and on any thread, inside the span running now."""
     if _provider is None:
-        return callback
+        return _run_now
     from opentelemetry import context
 
     captured = context.get_current()
 
-    def run_in_context() -> Any:
+    def run_in_context(callback: Callable[[], Any]) -> Any:
         token = context.attach(captured)
         try:
             return callback()
@@ -255,6 +259,14 @@ def carry(callback: Callable[[], Any]) -> Callable[[], Any]:
             context.detach(token)
 
     return run_in_context
+
+
+def carry(callback: Callable[[], Any]) -> Callable[[], Any]:
+    """``callback`` run later (after a commit) inside the span that is running now."""
+    if _provider is None:
+        return callback
+    run = within_current()
+    return lambda: run(callback)
 
 
 def current_parent() -> str | None:

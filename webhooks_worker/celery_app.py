@@ -5,17 +5,20 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from contextlib import ExitStack
+from typing import NamedTuple
 
 from celery import Celery, signals
 from celery.concurrency import get_implementation
 from kombu.utils.uuid import uuid
 
-from shared import db, lanes, queue
+from shared import db, lanes, queue, tracing
 from shared.config import get_settings, settings_or_exit
 from shared.queue import Task
 
 from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .fair_share import PoolSeesPrefetchWindow
+from .publisher import Pending, Publisher
 from .routing import TASK_QUEUES, queue_for, route_task
 from .thread_pool import ElasticThreadPool
 
@@ -146,7 +149,35 @@ _DECLARE: list | None = (
 )
 
 
-def _publish(producer, name: str, calls) -> None:
+class Lineage(NamedTuple):
+    """What a task message takes from the task that sends it, if any."""
+
+    root_id: str | None
+    parent_id: str | None
+    lane: int | None
+
+
+NO_LINEAGE = Lineage(None, None, None)
+
+
+def _lineage() -> Lineage:
+    # A fan-out's tries descend from it, as send_task says; and they stay in its lane.
+    parent = app.current_worker_task
+    if parent is None:
+        return NO_LINEAGE
+    parent_id = parent.request.id
+    return Lineage(
+        parent.request.root_id or parent_id,
+        parent_id,
+        lanes.lane_of_queue((parent.request.delivery_info or {}).get("routing_key")),
+    )
+
+
+# Celery's route of a task to a named queue, worked out once per (task, queue).
+_ROUTES: dict[tuple[str, str], dict] = {}
+
+
+def _publish(producer, name: str, calls, lineage: Lineage) -> None:
     """Publish one ``name`` task per (args, countdown, eta, organization), with the producer.
 
     Celery's own message API (``create_task_message``, ``send_task_message``) with the
@@ -161,22 +192,17 @@ def _publish(producer, name: str, calls) -> None:
     """
     amqp = app.amqp
     task_type = app.tasks.get(name)
-    root_id = parent_id = None
-    parent_lane = None
-    parent = app.current_worker_task  # a fan-out: its tries descend from it, as send_task says
-    if parent is not None:
-        parent_id = parent.request.id
-        root_id = parent.request.root_id or parent_id
-        parent_lane = lanes.lane_of_queue((parent.request.delivery_info or {}).get("routing_key"))
-    routes: dict[str | None, dict] = {}
     for args, countdown, eta, organization in calls:
         args = list(args)
-        queue_name = queue_for(name, args, organization, parent_lane)
-        options = routes.get(queue_name)
-        if options is None:
-            options = routes[queue_name] = amqp.router.route(
-                {"queue": queue_name} if queue_name else {}, name, args, None, task_type
-            )
+        queue_name = queue_for(name, args, organization, lineage.lane)
+        if queue_name is None:  # Celery's router decides, by the task's arguments
+            options = amqp.router.route({}, name, args, None, task_type)
+        else:
+            options = _ROUTES.get((name, queue_name))
+            if options is None:
+                options = _ROUTES[(name, queue_name)] = amqp.router.route(
+                    {"queue": queue_name}, name, args, None, task_type
+                )
         message = amqp.create_task_message(
             uuid(),
             name,
@@ -184,8 +210,8 @@ def _publish(producer, name: str, calls) -> None:
             {},
             countdown,
             eta,
-            root_id=root_id,
-            parent_id=parent_id,
+            root_id=lineage.root_id,
+            parent_id=lineage.parent_id,
             argsrepr=repr(args),
             kwargsrepr="{}",
             ignore_result=True,
@@ -195,7 +221,7 @@ def _publish(producer, name: str, calls) -> None:
 
 def _send(name: str, args, countdown, eta, organization=None) -> None:
     with app.producer_or_acquire() as producer:
-        _publish(producer, name, [(args, countdown, eta, organization)])
+        _publish(producer, name, [(args, countdown, eta, organization)], _lineage())
 
 
 # Tasks published per pipeline flush when sending many (kombu counts Redis commands).
@@ -210,28 +236,65 @@ def _send_many(name: str, args_list, organizations=None) -> None:
             producer,
             name,
             [(args, None, None, owner) for args, owner in zip(args_list, owners, strict=True)],
+            _lineage(),
         )
 
 
+def publish_pending(batch: list[Pending], producer=None) -> None:
+    """Publish the publishing thread's batch in one pipeline, each task in its maker's trace.
+
+    ``producer``: the app's (from its pool) unless given.
+    """
+    with ExitStack() as stack:
+        if producer is None:
+            producer = stack.enter_context(app.producer_or_acquire())
+        stack.enter_context(producer.batch(max_size=PUBLISH_BATCH))
+        for pending in batch:
+            pending.within(lambda p=pending: _publish(producer, p.name, [p.call], p.lineage))
+
+
+PUBLISHER = Publisher(publish_pending)
+
+
+def _send_later(name: str, args, countdown, eta, organization=None) -> None:
+    # A worker's single tasks: to the publishing thread (webhooks_worker.publisher).
+    PUBLISHER.submit(
+        Pending(name, (args, countdown, eta, organization), _lineage(), tracing.within_current())
+    )
+
+
 _send.many = _send_many  # type: ignore[attr-defined]  (shared.queue.enqueue_many)
+_send_later.many = _send_many  # type: ignore[attr-defined]  (already one pipeline)
 
 
-def install_sender() -> None:
+def install_sender(*, publishing_thread: bool = False) -> None:
     """Make ``shared.queue`` put tasks on this app's broker (api, worker, beat and CLI call it).
 
+    ``publishing_thread``: single tasks go through the process's publishing thread
+    (the worker's: ``webhooks_worker.publisher``) instead of being published at once.
     Called at start, never as a side effect of importing this module: whatever only
     imports the tasks (a test, a script, a tool reading the settings) leaves the broker
     alone until it asks for it.
     """
-    queue.configure(_send)
+    queue.configure(_send_later if publishing_thread else _send)
 
 
 @signals.worker_init.connect
+def _install_worker_sender(**_kwargs) -> None:
+    # Before the first task runs: tasks enqueue follow-up work (first tries, retries).
+    install_sender(publishing_thread=True)
+
+
 @signals.beat_init.connect
-def _install_sender(**_kwargs) -> None:
-    # Before the first task or the first schedule runs: tasks enqueue follow-up work
-    # (first tries, retries, the sweep's overdue tries).
+def _install_beat_sender(**_kwargs) -> None:
+    # Before the first schedule runs (the sweep's overdue tries).
     install_sender()
+
+
+@signals.worker_shutdown.connect
+def _publish_what_is_waiting(**_kwargs) -> None:
+    # After the pool has stopped: no task hands anything over any more.
+    PUBLISHER.stop()
 
 
 def broker_eviction_warning(broker_url: str) -> str | None:
