@@ -22,7 +22,8 @@ Where the figures come from, and why:
 - **Gauges** (pending deliveries, due-but-not-sent deliveries, oldest pending age,
   messages awaiting fan-out, endpoints, broker queue depth) describe the present, so
   they are read from the database and the broker at scrape time with queries that the
-  existing indexes answer (``ix_deliveries_pending_due``, ``ix_messages_fanout_owed``).
+  existing indexes answer (``ix_deliveries_pending_due``, ``ix_deliveries_parked``,
+  ``ix_messages_fanout_owed``).
 
 Counting hooks into SQLAlchemy's session events rather than into the tasks: whatever
 ORM code path records an attempt or finishes a delivery, the commit is the moment it

@@ -42,19 +42,30 @@ def _as_datetime(value: Any, session: Session) -> datetime | None:
 
 
 def database_gauges(session: Session) -> dict[str, float]:
-    """The present state from the database, in three index-backed queries."""
+    """The present state from the database, in four index-backed queries."""
     now = utcnow()
     due = (Delivery.next_attempt_at <= now) & or_(
         Delivery.lease_until.is_(None), Delivery.lease_until <= now
     )
-    pending, oldest, due_count, most_overdue = session.execute(
+    pending = Delivery.status == "pending"
+    # Pending deliveries with a due time, then parked ones: one partial index each.
+    timed, oldest, due_count, most_overdue = session.execute(
         select(
             func.count(),
             func.min(Delivery.created_at),
             func.coalesce(func.sum(case((due, 1), else_=0)), 0),
             func.min(case((due, Delivery.next_attempt_at), else_=None)),
-        ).where(Delivery.status == "pending")
+        ).where(pending, Delivery.next_attempt_at.is_not(None))
     ).one()
+    parked, oldest_parked = session.execute(
+        select(func.count(), func.min(Delivery.created_at)).where(
+            pending, Delivery.next_attempt_at.is_(None)
+        )
+    ).one()
+    oldest = min(
+        (at for at in (_as_datetime(oldest, session), _as_datetime(oldest_parked, session)) if at),
+        default=None,
+    )
     awaiting = session.scalar(
         select(func.count()).select_from(Message).where(Message.fanned_out_at.is_(None))
     )
@@ -65,12 +76,11 @@ def database_gauges(session: Session) -> dict[str, float]:
             .group_by(Endpoint.is_active)
         ).all()
     )
-    oldest_at = _as_datetime(oldest, session)
     overdue_at = _as_datetime(most_overdue, session)
     return {
-        "pending": float(pending or 0),
+        "pending": float((timed or 0) + (parked or 0)),
         "due": float(due_count or 0),
-        "oldest_pending_age": (now - oldest_at).total_seconds() if oldest_at else 0.0,
+        "oldest_pending_age": (now - oldest).total_seconds() if oldest else 0.0,
         "due_lag": max((now - overdue_at).total_seconds(), 0.0) if overdue_at else 0.0,
         "awaiting_fanout": float(awaiting or 0),
         "endpoints_active": float(endpoints.get(True, 0)),

@@ -118,12 +118,21 @@ class Delivery(Base):
             "resource_id",
             "sequence",
         ),
-        # Pending deliveries only: every reader asks for them (migration 0002).
+        # Pending deliveries with a due time, what the sweep and the gauges read; not every
+        # pending delivery, so that no lookup of a resource's pending deliveries can take it
+        # for a scan of them all (migration 0010).
         Index(
             "ix_deliveries_pending_due",
             "next_attempt_at",
-            postgresql_where=text("status = 'pending'"),
-            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+            sqlite_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+        ),
+        # Parked deliveries (no due time), for the gauges and the hourly stranded look.
+        Index(
+            "ix_deliveries_parked",
+            "created_at",
+            postgresql_where=text("status = 'pending' AND next_attempt_at IS NULL"),
+            sqlite_where=text("status = 'pending' AND next_attempt_at IS NULL"),
         ),
         Index("ix_deliveries_org_status", "organization_id", "status", "message_id"),
         # Ended deliveries whose successor's release may still be owed (migration 0009).

@@ -117,9 +117,7 @@ def delete(session: Session, *, principal: Principal) -> Endpoint:
     return endpoints.delete_endpoint(session, principal=principal, endpoint_id=hook.id)
 
 
-def send_test(
-    session: Session, *, principal: Principal
-) -> Message | ingest.StoredMessage:
+def send_test(session: Session, *, principal: Principal) -> Message | ingest.StoredMessage:
     """Queue a `create` example to the team's hook (any member), whatever it subscribes to."""
     hook = get(session, principal=principal)
     if not hook.is_active:

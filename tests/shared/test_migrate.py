@@ -39,7 +39,9 @@ def test_the_migrated_schema_matches_the_models(database):
         engine.dispose()
     assert diffs == []
     assert fillfactor == ["fillfactor=70"]
-    assert due_index.endswith("WHERE ((status)::text = 'pending'::text)")
+    assert due_index.endswith(
+        "WHERE (((status)::text = 'pending'::text) AND (next_attempt_at IS NOT NULL))"
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

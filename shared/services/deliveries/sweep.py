@@ -69,7 +69,13 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
         select(
             Delivery.id, Delivery.attempt_count, Delivery.next_attempt_at, Delivery.organization_id
         )
-        .where(Delivery.status == DeliveryStatus.PENDING, lease_free, due)
+        # Says outright what ``due`` implies, the predicate of ix_deliveries_pending_due.
+        .where(
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.next_attempt_at.is_not(None),
+            lease_free,
+            due,
+        )
         .order_by(Delivery.next_attempt_at)
         .limit(SWEEP_BATCH)
     )
