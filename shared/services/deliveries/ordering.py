@@ -91,7 +91,7 @@ RELEASE = (
         _D.c.attempt_count == 0,
     )
     .values(next_attempt_at=_NOW, enqueued_at=_NOW, updated_at=_NOW)
-    .returning(_D.c.id)
+    .returning(_D.c.id, _D.c.organization_id)
 )
 
 
@@ -136,7 +136,7 @@ _OWED = (
 # Parked deliveries that nothing pending precedes any more (a batch of the hourly look).
 STRANDED_BATCH = 500
 _STRANDED = (
-    select(_D.c.id)
+    select(_D.c.id, _D.c.organization_id)
     .where(
         _D.c.status == PENDING_LITERAL,
         _D.c.sequence.is_not(None),
@@ -227,7 +227,7 @@ def release_next(
             session.commit()
     if row is None:
         return None
-    enqueue(Task.DELIVER, row[0], 1)
+    enqueue(Task.DELIVER, row[0], 1, organization=row[1])
     return row[0]
 
 
@@ -251,7 +251,7 @@ def release_owed(session: Session, now: datetime) -> int:
         }
         row = session.execute(RELEASE, params).first()
         if row is not None:
-            enqueue_after_commit(session, Task.DELIVER, row[0], 1)
+            enqueue_after_commit(session, Task.DELIVER, row[0], 1, organization=row[1])
             released += 1
     if owed:
         session.execute(
@@ -271,13 +271,15 @@ def release_stranded(session: Session, now: datetime) -> int:
     query = _STRANDED
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    ids = list(session.scalars(query))
-    if ids:
+    stranded = session.execute(query).all()
+    if stranded:
         session.execute(
             update(_D)
-            .where(and_(_D.c.id.in_(ids), _D.c.next_attempt_at.is_(None)))
+            .where(and_(_D.c.id.in_([row[0] for row in stranded]), _D.c.next_attempt_at.is_(None)))
             .values(next_attempt_at=now, enqueued_at=now, updated_at=now)
         )
-        for delivery_id in ids:
-            enqueue_after_commit(session, Task.DELIVER, delivery_id, 1)
-    return len(ids)
+        for delivery_id, organization_id in stranded:
+            enqueue_after_commit(
+                session, Task.DELIVER, delivery_id, 1, organization=organization_id
+            )
+    return len(stranded)

@@ -254,7 +254,7 @@ def write_in_one_statement(
             follow_up(session, claimed, decision)
             session.commit()
     if written[2] is not None:
-        enqueue(Task.DELIVER, written[2], 1)
+        enqueue(Task.DELIVER, written[2], 1, organization=claimed.organization_id)
     return Written.WRITTEN_AHEAD if release and written[1] else Written.WRITTEN
 
 

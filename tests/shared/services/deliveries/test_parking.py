@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import queue
 from shared.config import get_settings
 from shared.crypto import encrypt, new_signing_secret
 from shared.http import DeliveryClient
@@ -259,3 +260,19 @@ def test_a_head_delivered_on_its_retry_lets_the_next_go(factory, ordered, receiv
         (1, "delivered", False, False),
         (2, "pending", True, False),
     ]
+
+
+def test_the_next_delivery_let_go_is_sent_in_its_organizations_lane(factory, ordered):
+    org_id, endpoint_id, _ = ordered
+    _fan_out(factory, org_id, ["sbx-a", "sbx-a"])
+    head, second = (row[4] for row in _rows(factory, endpoint_id)["sbx-a"])
+    sender = queue._sender
+    sent: list[tuple] = []
+    queue.configure(
+        lambda task, args, countdown, eta, organization: sent.append((task, args, organization))
+    )
+    try:
+        _deliver(factory, head)
+    finally:
+        queue.configure(sender)
+    assert sent == [("webhooks.deliver", (second, 1), org_id)]
