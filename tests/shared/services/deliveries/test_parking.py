@@ -262,7 +262,7 @@ def test_a_head_delivered_on_its_retry_lets_the_next_go(factory, ordered, receiv
     ]
 
 
-def test_the_next_delivery_let_go_is_sent_in_its_organizations_lane(factory, ordered):
+def test_the_next_delivery_let_go_is_sent_in_its_organizations_lane(factory, ordered, no_broker):
     org_id, endpoint_id, _ = ordered
     _fan_out(factory, org_id, ["sbx-a", "sbx-a"])
     head, second = (row[4] for row in _rows(factory, endpoint_id)["sbx-a"])
