@@ -248,8 +248,8 @@ def _wait_in_line(
 
 # Advisory lock class of "fanning out this organization's messages" (PostgreSQL).
 _FAN_OUT_LOCK = 0x57484B46
-# Messages of one organization a fan-out sends on after its commit, in one task.
-OWED_BATCH = 100
+# Messages owed a fan-out per task sent for them (after a fan-out's commit, by the sweep).
+OWED_PER_TASK = 100
 
 
 def _cutoffs(connection: Connection, message_ids: list[str]) -> list[tuple[str, datetime]]:
@@ -310,7 +310,7 @@ def _send_owed_on(engine: Engine, organizations: list[str]) -> None:
                             table.c.organization_id == organization,
                         )
                         .order_by(table.c.created_at)
-                        .limit(OWED_BATCH)
+                        .limit(OWED_PER_TASK)
                     )
                 )
     except SQLAlchemyError as exc:

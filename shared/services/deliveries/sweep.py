@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from ... import tracing
 from ...models import Delivery, DeliveryStatus, ManualRequest, Message, utcnow
 from ...queue import Task, enqueue_after_commit
+from ..fanout import OWED_PER_TASK
 from .ordering import release_owed
 
 # A try overdue by this much, and not held by a live worker, is presumed lost by the broker.
@@ -36,8 +37,6 @@ SWEEP_ROUNDS = 10
 # them rather than lost: re-enqueueing it would only add duplicates to the backlog (and
 # slow its draining), so the sweep waits until the queue is short again.
 BACKLOG_LIMIT = 500
-# Messages per fan-out task the sweep sends.
-FANOUT_CHUNK = 100
 
 
 def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
@@ -117,11 +116,11 @@ def sweep_due(session: Session, *, backlog: int | None = 0) -> dict[str, int]:
     for message_id, organization_id in owed:
         by_org.setdefault(organization_id, []).append(message_id)
     for organization_id, message_ids in by_org.items():
-        for start in range(0, len(message_ids), FANOUT_CHUNK):
+        for start in range(0, len(message_ids), OWED_PER_TASK):
             enqueue_after_commit(
                 session,
                 Task.FANOUT,
-                message_ids[start : start + FANOUT_CHUNK],
+                message_ids[start : start + OWED_PER_TASK],
                 organization=organization_id,
             )
     counts["fanouts"] = len(owed)

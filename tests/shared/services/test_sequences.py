@@ -120,7 +120,7 @@ def test_a_fan_out_task_finding_another_at_work_ends_and_that_one_sends_its_mess
         def fanouts() -> list[tuple]:
             return [(a[0], c) for t, a, c in sent if t == "webhooks.fanout"]
 
-        assert fanouts() == [(arrays[1][: fanout.OWED_BATCH], None)]
+        assert fanouts() == [(arrays[1][: fanout.OWED_PER_TASK], None)]
         done = 0
         while done < len(fanouts()):
             with factory() as session:
@@ -128,8 +128,8 @@ def test_a_fan_out_task_finding_another_at_work_ends_and_that_one_sends_its_mess
                 session.commit()
             done += 1
         assert [ids for ids, _ in fanouts()] == [
-            arrays[1][start : start + fanout.OWED_BATCH]
-            for start in range(0, len(arrays[1]), fanout.OWED_BATCH)
+            arrays[1][start : start + fanout.OWED_PER_TASK]
+            for start in range(0, len(arrays[1]), fanout.OWED_PER_TASK)
         ]
     finally:
         queue.configure(sender)
