@@ -228,13 +228,23 @@ def test_listen_prints_when_each_request_came_its_event_and_what_it_answered():
             requests.post(f"http://127.0.0.1:{port}/hooks", json=body, timeout=10).status_code
             for body in (daytona, envelope)
         ]
+        ordered = requests.post(
+            f"http://127.0.0.1:{port}/hooks",
+            json=envelope,
+            headers={"webhook-sequence": "7"},
+            timeout=10,
+        )
     finally:
         listener.terminate()
         output, _ = listener.communicate(timeout=10)
-    assert answers == [500, 500]
+    assert answers == [500, 500] and ordered.status_code == 500
     summary = [line for line in output.splitlines() if "answered" in line]
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
-    assert len(summary) == 2, output
+    assert len(summary) == 3, output
+    # The sequence is shown for the one request that carried it (an ordered endpoint's).
+    assert [line.strip() for line in output.splitlines() if "webhook-sequence" in line] == [
+        "webhook-sequence: 7"
+    ]
     first_line = stamp + r"  POST /hooks  sandbox\.state\.updated  answered 500"
     second_line = stamp + r"  POST /hooks  sandbox\.stopped  answered 500"
     assert re.fullmatch(first_line, summary[0]), summary[0]

@@ -47,6 +47,9 @@ def listen(port: int, secret: str | None, status: int) -> None:
             click.echo(f"{stamp}  POST {self.path}  {event}  answered {status}")
             for name in ("webhook-id", "webhook-timestamp", "webhook-signature", "user-agent"):
                 click.echo(f"  {name}: {headers.get(name, '')}")
+            # Only ordered endpoints send it (docs/api.md §11.3): a gap means a failed delivery.
+            if "webhook-sequence" in headers:
+                click.echo(f"  webhook-sequence: {headers['webhook-sequence']}")
             if secret:
                 ok = verify(secret, headers, body)
                 click.echo(f"  signature: {'valid' if ok else 'INVALID'}")
