@@ -11,8 +11,12 @@ A countdown task, which the worker holds in memory until it is due, is kept with
 strings every message repeats shared between them (``compact_if_held``), through the
 channel's ``Message`` class.
 
+The channel builds on ``webhooks_worker.kombu_compat``'s, which reads several waiting
+tasks per round trip on the kombu versions it was checked against (kombu's own channel on
+any other).
+
 Used for plain ``redis://`` brokers (``webhooks_worker.celery_app``); other URLs keep
-kombu's transport as it is. Only kombu's public extension points are used (a Channel
+kombu's transport as it is. Here only kombu's public extension points are used (a Channel
 subclass overriding ``conn_or_acquire`` and ``Message``, a Transport naming it).
 """
 
@@ -24,6 +28,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+
+from .kombu_compat import channel_base
 
 TRANSPORT = "webhooks_worker.broker:Transport"
 
@@ -96,7 +102,7 @@ class HeldMessage(virtual.Message):
         super().__init__(compact_if_held(payload), channel=channel, **kwargs)
 
 
-class Channel(kombu_redis.Channel):
+class Channel(channel_base()):
     """A kombu Redis channel that reuses one client for its synchronous commands."""
 
     Message = HeldMessage

@@ -16,7 +16,7 @@ from shared import db, lanes, queue, tracing
 from shared.config import get_settings, settings_or_exit
 from shared.queue import Task
 
-from . import broker, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
+from . import broker, kombu_compat, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .fair_share import PoolSeesPrefetchWindow
 from .publisher import Pending, Publisher
 from .routing import TASK_QUEUES, queue_for, route_task
@@ -362,6 +362,10 @@ def _warn_if_the_broker_may_evict(**_kwargs) -> None:
     warning = broker_eviction_warning(get_settings().broker_url)
     if warning:
         log.warning(warning)
+    if get_settings().broker_url.startswith("redis://"):
+        slower = kombu_compat.inactive_reason()
+        if slower:
+            log.warning(slower)
 
 
 _heartbeat: presence.Heartbeat | None = None
