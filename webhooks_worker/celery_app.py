@@ -362,7 +362,7 @@ def _warn_if_the_broker_may_evict(**_kwargs) -> None:
     warning = broker_eviction_warning(get_settings().broker_url)
     if warning:
         log.warning(warning)
-    if get_settings().broker_url.startswith("redis://"):
+    if app.conf.broker_transport == broker.TRANSPORT:  # the channel that would batch reads
         slower = kombu_compat.inactive_reason()
         if slower:
             log.warning(slower)

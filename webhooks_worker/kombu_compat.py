@@ -32,7 +32,6 @@ layout only), and when the prefetch limit leaves room for one task.
 
 from __future__ import annotations
 
-import inspect
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -147,11 +146,3 @@ class BatchedReadChannel(kombu_redis.Channel):
 def channel_base(version: str = kombu.__version__) -> type:
     """The channel class to build on: the batched one on a checked kombu, else kombu's."""
     return BatchedReadChannel if _checked(version) else kombu_redis.Channel
-
-
-def private_names_in_use() -> dict[str, list[str]]:
-    """The kombu methods overridden here and the parameters each is called with."""
-    return {
-        name: list(inspect.signature(getattr(kombu_redis.Channel, name)).parameters)
-        for name in ("_brpop_start", "_brpop_read")
-    }
