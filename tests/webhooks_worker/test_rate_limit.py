@@ -14,8 +14,10 @@ from tests.support.waiting import wait_until
 
 RATE = 20
 DELIVERIES = 600
-# A receiver's clock sees each post a little after its turn: 10% slack for that jitter.
-MOST_IN_A_SECOND = 22
+# A receiver's clock sees each post a little after its turn, later still when the machine
+# is busy (a test suite running beside it): a post held 250 ms by a busy CPU lands in the
+# next second with its successors. A limiter letting twice the rate through still fails.
+MOST_IN_A_SECOND = 25
 
 
 def _busiest_second(times: list[float]) -> int:
@@ -50,7 +52,11 @@ def test_an_endpoint_at_20_per_second_never_gets_more_in_any_second(
 
     wait_until(waiting)
     got = receiver.wait_for(DELIVERIES, timeout=90)
-    assert _busiest_second([g.at for g in got]) <= MOST_IN_A_SECOND
+    times = [g.at for g in got]
+    assert _busiest_second(times) <= MOST_IN_A_SECOND
+    # A backlog goes at an even pace: after the first second's worth, one per 1/RATE s
+    # (less a second for the first post's lateness).
+    assert max(times) - min(times) >= (DELIVERIES - RATE) / RATE - 1
 
     def all_recorded() -> bool:
         with session_scope() as session:
