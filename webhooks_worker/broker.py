@@ -34,6 +34,26 @@ from .kombu_compat import channel_base
 TRANSPORT = "webhooks_worker.broker:Transport"
 
 
+def transport_options(*, socket_timeout: float) -> dict[str, Any]:
+    """Kombu's Redis transport options for the service's broker (Redis only)."""
+    return {
+        # No copy in Redis of the tasks a worker holds. Kombu's emulated acknowledgements
+        # cost two extra Redis round trips per task (add the task to an unacknowledged
+        # set, remove it at the ack) and would hand a dead worker's tasks back only after
+        # a visibility timeout longer than the longest held countdown (half an hour). The
+        # delivery rows are the truth instead: a try a killed worker held is overdue in the
+        # database, and beat's sweep enqueues it again within 60 s of its due time
+        # (shared.services.deliveries.sweep_due).
+        "ack_emulation": False,
+        # One list per queue: kombu's default keeps four per queue for message priorities,
+        # which the service never sets, and a worker's every fetch names each of them
+        # (a read over every key of every lane).
+        "priority_steps": [0],
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+    }
+
+
 # Strings that repeat from one task message to the next: every key, the task's name, the
 # encodings, the routing key, the publishing process. Bounded, in case a producer sends
 # something unexpected in a field that is normally shared.

@@ -96,23 +96,7 @@ def make_celery() -> Celery:
         # The embedded SQLite transport hands its options to create_engine, so only
         # Redis gets them.
         broker_transport_options=(
-            {
-                # No copy in Redis of the tasks a worker holds. Kombu's emulated
-                # acknowledgements cost two extra Redis round trips per task (add the task
-                # to an unacknowledged set, remove it at the ack: 11% of a worker's CPU per
-                # delivery in the benchmark) and would hand a dead worker's tasks back only
-                # after a visibility timeout longer than the longest held countdown (half an
-                # hour). The delivery rows are the truth instead: a try a killed worker held
-                # is overdue in the database, and beat's sweep enqueues it again within 60 s
-                # of its due time (shared.services.deliveries.sweep_due).
-                "ack_emulation": False,
-                # One list per queue: kombu's default keeps four per queue for message
-                # priorities, which the service never sets, and a worker's every fetch
-                # names each of them (BRPOP over every key of every lane).
-                "priority_steps": [0],
-                "socket_timeout": BROKER_SOCKET_TIMEOUT,
-                "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
-            }
+            broker.transport_options(socket_timeout=BROKER_SOCKET_TIMEOUT)
             if settings.uses_redis
             else {}
         ),

@@ -11,6 +11,13 @@ by the benchmark as ``celery -A tests.bench.baseline worker --pool prefork --con
 - ``NEW_CONNECTION_TASK`` (``bench.post_new_connection``): ``requests.post``, a new
   connection for every post; shown on a second line for reference.
 
+With ``BENCH_BASELINE_SERVICE_BROKER`` set, the app reads and acknowledges tasks as the
+service's workers do (its Redis transport, which reads several tasks per round trip, no
+emulated acknowledgements, late acks, a prefetch multiplier of 1). Run under the thread
+pool with the service's process and thread counts, the keep-alive task then shows the
+most this worker design can deliver on the machine: a task that does nothing but the post
+(scenario 1's "ceiling" line, reference only).
+
 ``wsgi_app`` is the bare WSGI app of scenario 6's baseline: it reads the body and answers
 202, under the same gunicorn settings as the api, so the ingest figures can be read
 against what gunicorn and the client alone reach on this machine.
@@ -28,8 +35,20 @@ TASK = "bench.post"
 NEW_CONNECTION_TASK = "bench.post_new_connection"
 HEADERS = {"content-type": "application/json"}
 
+SERVICE_BROKER = "BENCH_BASELINE_SERVICE_BROKER"
+
 app = Celery("bench_baseline", broker=os.environ.get("BENCH_BASELINE_BROKER_URL"))
 app.conf.update(task_default_queue=QUEUE, task_ignore_result=True)
+if os.environ.get(SERVICE_BROKER):
+    from webhooks_worker import broker
+
+    app.conf.update(
+        broker_transport=broker.TRANSPORT,
+        broker_transport_options=broker.transport_options(socket_timeout=3.0),
+        # As webhooks_worker.celery_app sets them.
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+    )
 
 # This process's session; None in the prefork parent, so each child opens its own.
 _session: requests.Session | None = None

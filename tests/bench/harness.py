@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.config import default_worker_processes
+from shared.config import DEFAULT_WORKER_CORE_THREADS, default_worker_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "bench-platform-token-0123456789abcdef"
@@ -639,6 +640,37 @@ class Stack:
         ]
         self.procs.start("baseline", argv, self.env)
         self.procs.wait_for_log("baseline", "ready.", timeout=60)
+
+    def start_ceiling_worker(self) -> str:
+        """The bare app as the service's workers run: its processes, threads and broker.
+
+        One thread pool process per delivery process of the worker line, each with the
+        worker's core threads, reading and acknowledging as the service does
+        (``tests.bench.baseline``). Started under the name ``baseline`` so that the
+        baseline's measurement applies; returns what ran ("2 x 8 threads").
+        """
+        from .baseline import SERVICE_BROKER
+
+        processes = worker_processes(self.config)
+        threads = self.config.core_threads or DEFAULT_WORKER_CORE_THREADS
+        argv = [sys.executable, "-m", "celery", "-A", "tests.bench.baseline", "worker"]
+        argv += ["--pool", "threads", "--concurrency", str(threads)]
+        argv += ["--loglevel", self.config.loglevel]
+        # One shell runs them all, so that the baseline's CPU meter sees one process tree.
+        command = " ".join(
+            shlex.join([*argv, "-n", f"ceiling{index}@%h"]) + " &" for index in range(processes)
+        )
+        env = {**self.env, SERVICE_BROKER: "1"}
+        log = self.run_dir / "baseline.log"
+        offset = log.stat().st_size if log.exists() else 0
+        self.procs.start("baseline", ["sh", "-c", f"{command} wait"], env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log.read_bytes()[offset:].decode(errors="replace").count(" ready.") >= processes:
+                return f"{processes} x {threads} threads"
+            time.sleep(0.2)
+        text = self.procs.log_text("baseline")[-3000:]
+        raise RuntimeError(f"ceiling workers did not start:\n{text}")
 
     def start_bare_wsgi(self) -> Http:
         port = free_port()

@@ -364,6 +364,8 @@ def scenario_1(ctx: Context) -> dict:
 
     baseline = run_baseline(ctx, expected, task=TASK, tag="base")
     new_connection = run_baseline(ctx, expected, task=NEW_CONNECTION_TASK, tag="base-new")
+    # The bare task in the service's own worker design: what the design allows at most.
+    ceiling = run_baseline(ctx, expected, task=TASK, tag="base-ceiling", ceiling=True)
 
     def ratio_to(reference: dict) -> float | None:
         if service["deliveries_per_s"] and reference["posts_per_s"]:
@@ -372,6 +374,12 @@ def scenario_1(ctx: Context) -> dict:
 
     ratio = ratio_to(baseline)
     ratio_new_connection = ratio_to(new_connection)
+    ceiling_ratio = (
+        ceiling["posts_per_s"] / baseline["posts_per_s"]
+        if ceiling["posts_per_s"] and baseline["posts_per_s"]
+        else None
+    )
+    share_of_ceiling = ratio_to(ceiling)
     # The service's whole cost per delivery (api, workers, beat, database, broker), against
     # the bare task's: what the ratio would be if CPU were the only limit. Other engineers'
     # processes on a shared machine move the wall-clock ratio, not this one.
@@ -392,6 +400,10 @@ def scenario_1(ctx: Context) -> dict:
             round(ratio_new_connection, 3) if ratio_new_connection else None
         ),
         "cpu_efficiency_ratio": round(cpu_ratio, 3) if cpu_ratio else None,
+        # The bare task on the service's workers, and the service as a share of it.
+        "ceiling": ceiling,
+        "ceiling_ratio": round(ceiling_ratio, 3) if ceiling_ratio else None,
+        "service_share_of_ceiling": round(share_of_ceiling, 3) if share_of_ceiling else None,
     }
     ctx.out(
         table(
@@ -425,13 +437,23 @@ def scenario_1(ctx: Context) -> dict:
                     "(reference only)",
                 ],
                 ["ratio to it", "", "", num(ratio_new_connection, 2), "reference only"],
+                [
+                    "ceiling",
+                    f"{ceiling['posts_received']}/{expected}",
+                    num(ceiling["seconds"], 2),
+                    num(ceiling["posts_per_s"]),
+                    f"the keep-alive task on the service's worker design ({ceiling['pool']}):"
+                    f" {num(ceiling_ratio, 2)} x baseline (reference only)",
+                ],
+                ["service / ceiling", "", "", num(share_of_ceiling, 2), "reference only"],
             ],
         )
     )
     ctx.out(
         f"  CPU ms per post, all processes of each side: service {service_cpu:.2f}, baseline "
         f"{baseline['cpu_ms_per_post']:.2f} -> CPU-efficiency ratio {num(cpu_ratio, 2)} "
-        f"(new-connection baseline {new_connection['cpu_ms_per_post']:.2f}); "
+        f"(new-connection baseline {new_connection['cpu_ms_per_post']:.2f}, ceiling "
+        f"{ceiling['cpu_ms_per_post']:.2f}); "
         f"other engineers' CPU: {cpu_used['other_processes']} s during the service, "
         f"{baseline['other_processes_cpu_seconds']} s during the baseline"
     )
@@ -444,8 +466,12 @@ def scenario_1(ctx: Context) -> dict:
     return result
 
 
-def run_baseline(ctx: Context, posts: int, *, task: str, tag: str) -> dict:
-    """Preload the bare ``task``'s queue, start its prefork worker, time first to last receipt."""
+def run_baseline(ctx: Context, posts: int, *, task: str, tag: str, ceiling: bool = False) -> dict:
+    """Preload the bare ``task``'s queue, start its worker, time first to last receipt.
+
+    The worker is Celery's prefork pool on its defaults, or with ``ceiling`` the service's
+    processes, threads and broker settings (``Stack.start_ceiling_worker``).
+    """
     from .baseline import QUEUE
     from .baseline import app as baseline_app
 
@@ -464,7 +490,11 @@ def run_baseline(ctx: Context, posts: int, *, task: str, tag: str) -> dict:
                 task, args=[url, body, f"{tag}-{index}"], queue=QUEUE, producer=producer
             )
     preload = time.time() - started
-    ctx.stack.start_baseline_worker()
+    if ceiling:
+        pool = ctx.stack.start_ceiling_worker()
+    else:
+        ctx.stack.start_baseline_worker()
+        pool = f"prefork x{ctx.config.baseline_concurrency}"
     cpu = CpuMeter(ctx.stack)
     # The prefork children exist once the worker says ready: count from here, not startup.
     tree_start = cpu_seconds(process_tree(ctx.stack.pids("baseline")[0]))
@@ -482,7 +512,7 @@ def run_baseline(ctx: Context, posts: int, *, task: str, tag: str) -> dict:
         "seconds": round(span, 2) if span else None,
         "posts_per_s": round((len(times) - 1) / span, 1) if span else None,
         "task": task,
-        "pool": f"prefork x{ctx.config.baseline_concurrency}",
+        "pool": pool,
         "worker_cpu_seconds": round(tree_cpu, 2),
         "redis_cpu_seconds": cpu_used["redis"],
         # The bare task's whole cost: its worker processes and the broker.
