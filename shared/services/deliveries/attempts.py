@@ -146,6 +146,9 @@ def record_attempt(
     write = writer_for(factory)
     schedule = get_settings().retry_schedule
     state: DeliveryState = claimed.state
+    # The receiver's Retry-After holds the endpoint's other tries (docs/api.md §11.6) from
+    # before this attempt shows: no try of the endpoint goes out between the two writes.
+    honour_retry_after(factory, claimed, result, utcnow())
     for _ in range(MAX_DECISIONS):
         decision = decide_attempt(
             state,
@@ -177,7 +180,7 @@ def record_attempt(
             countdown=decision.wait,
             organization=claimed.organization_id,
         )
-    _after_written(factory, claimed, decision, result, ahead=written == Written.WRITTEN_AHEAD)
+    _after_written(factory, claimed, decision, ahead=written == Written.WRITTEN_AHEAD)
     return _outcome(claimed, decision, attempt_id)
 
 
@@ -185,7 +188,6 @@ def _after_written(
     factory: sessionmaker[Session],
     claimed: Claimed,
     decision: Decision,
-    result: AttemptResult,
     *,
     ahead: bool,
 ) -> None:
@@ -203,7 +205,6 @@ def _after_written(
             resource_id=claimed.resource_id,
             now=now,
         )
-    honour_retry_after(factory, claimed, result, now)  # §11.6
 
 
 def _outcome(claimed: Claimed, decision: Decision, attempt_id: str) -> Outcome:
