@@ -342,7 +342,7 @@ def _freeze_startup_objects(**_kwargs) -> None:
 
 
 @signals.worker_ready.connect
-def _warn_if_the_broker_may_evict(**_kwargs) -> None:
+def _warn_of_slower_or_unsafe_broker_settings(**_kwargs) -> None:
     warning = broker_eviction_warning(get_settings().broker_url)
     if warning:
         log.warning(warning)

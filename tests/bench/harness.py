@@ -585,10 +585,14 @@ class Stack:
     def start_workers(self) -> None:
         """Start the Procfile's worker line; return once each delivery process is ready."""
         (name,) = self.worker_names()
+        self._start_ready(name, self.worker_command(), worker_processes(self.config), self.env)
+
+    def _start_ready(self, name: str, command: str, wanted: int, env: dict[str, str]) -> None:
+        """Run ``command`` under ``sh`` as ``name``; return once ``wanted`` Celery workers
+        in it have said they are ready (each logs `` ready.``)."""
         log = self.run_dir / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        self.procs.start(name, ["sh", "-c", self.worker_command()], self.env)
-        wanted = worker_processes(self.config)
+        self.procs.start(name, ["sh", "-c", command], env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             text = log.read_bytes()[offset:].decode(errors="replace")
@@ -660,17 +664,10 @@ class Stack:
         command = " ".join(
             shlex.join([*argv, "-n", f"ceiling{index}@%h"]) + " &" for index in range(processes)
         )
-        env = {**self.env, SERVICE_BROKER: "1"}
-        log = self.run_dir / "baseline.log"
-        offset = log.stat().st_size if log.exists() else 0
-        self.procs.start("baseline", ["sh", "-c", f"{command} wait"], env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if log.read_bytes()[offset:].decode(errors="replace").count(" ready.") >= processes:
-                return f"{processes} x {threads} threads"
-            time.sleep(0.2)
-        text = self.procs.log_text("baseline")[-3000:]
-        raise RuntimeError(f"ceiling workers did not start:\n{text}")
+        self._start_ready(
+            "baseline", f"{command} wait", processes, {**self.env, SERVICE_BROKER: "1"}
+        )
+        return f"{processes} x {threads} threads"
 
     def start_bare_wsgi(self) -> Http:
         port = free_port()

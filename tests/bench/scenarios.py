@@ -367,19 +367,13 @@ def scenario_1(ctx: Context) -> dict:
     # The bare task in the service's own worker design: what the design allows at most.
     ceiling = run_baseline(ctx, expected, task=TASK, tag="base-ceiling", ceiling=True)
 
-    def ratio_to(reference: dict) -> float | None:
-        if service["deliveries_per_s"] and reference["posts_per_s"]:
-            return service["deliveries_per_s"] / reference["posts_per_s"]
-        return None
+    def rate_ratio(rate: float | None, reference: dict) -> float | None:
+        return rate / reference["posts_per_s"] if rate and reference["posts_per_s"] else None
 
-    ratio = ratio_to(baseline)
-    ratio_new_connection = ratio_to(new_connection)
-    ceiling_ratio = (
-        ceiling["posts_per_s"] / baseline["posts_per_s"]
-        if ceiling["posts_per_s"] and baseline["posts_per_s"]
-        else None
-    )
-    share_of_ceiling = ratio_to(ceiling)
+    ratio = rate_ratio(service["deliveries_per_s"], baseline)
+    ratio_new_connection = rate_ratio(service["deliveries_per_s"], new_connection)
+    ceiling_ratio = rate_ratio(ceiling["posts_per_s"], baseline)
+    share_of_ceiling = rate_ratio(service["deliveries_per_s"], ceiling)
     # The service's whole cost per delivery (api, workers, beat, database, broker), against
     # the bare task's: what the ratio would be if CPU were the only limit. Other engineers'
     # processes on a shared machine move the wall-clock ratio, not this one.

@@ -100,23 +100,25 @@ def _reads(connection: Connection, queue: Queue, total: int, prefetch: int | Non
     return reads
 
 
-def test_waiting_tasks_are_taken_several_per_read_oldest_first(connection, redis_client):
+@pytest.mark.parametrize(
+    ("waiting", "prefetch", "sizes"),
+    [
+        # Sixteen per read at most, each task once, in the order they were queued.
+        (40, 100, [16, 16, 8]),
+        # Room for five (acknowledged as they come): never more than five per read.
+        (12, 5, [5, 5, 2]),
+    ],
+    ids=["sixteen-at-most", "within-the-prefetch-room"],
+)
+def test_waiting_tasks_are_taken_several_per_read_oldest_first(
+    connection, redis_client, waiting, prefetch, sizes
+):
     queue = _queue(connection)
-    _publish(connection, queue, range(40))
-    reads = _reads(connection, queue, 40, prefetch=100)
-    # Sixteen per read at most, each task once, in the order they were queued.
-    assert [len(read) for read in reads] == [16, 16, 8]
-    assert [n for read in reads for n in read] == list(range(40))
+    _publish(connection, queue, range(waiting))
+    reads = _reads(connection, queue, waiting, prefetch=prefetch)
+    assert [len(read) for read in reads] == sizes
+    assert [n for read in reads for n in read] == list(range(waiting))
     assert redis_client.llen("compat-test") == 0
-
-
-def test_a_read_takes_no_more_than_the_prefetch_limit_leaves_room_for(connection, redis_client):
-    queue = _queue(connection)
-    _publish(connection, queue, range(12))
-    # Room for five (acknowledged as they come): never more than five per read.
-    reads = _reads(connection, queue, 12, prefetch=5)
-    assert [len(read) for read in reads] == [5, 5, 2]
-    assert [n for read in reads for n in read] == list(range(12))
 
 
 def test_a_prefetch_limit_of_one_reads_one_task_at_a_time(connection):
