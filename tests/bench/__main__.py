@@ -1,4 +1,4 @@
-"""python -m tests.bench: run the benchmark of issue 6 and write bench-results/<time>.json.
+"""python -m tests.bench: run the benchmark and write bench-results/<time>.json.
 
 Starts a scratch PostgreSQL database (webhooks_bench, dropped afterwards), uses one
 Redis db (flushed before and after), and starts the receiver, the api (gunicorn), the
@@ -32,7 +32,7 @@ from .harness import (
 )
 from .noisy import scenario_7
 from .report import num, write_json
-from .scenarios import FRESH_WORKERS, Context
+from .scenarios import FRESH_WORKERS, PREVIOUS_RATE_MAX_AGE_S, Context
 from .scenarios import SCENARIOS as _SCENARIOS
 
 # Scenario 7 (the noisy neighbour) lives in its own module.
@@ -140,11 +140,20 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     )
 
 
-def _previous_rate(results_dir: Path) -> float | None:
-    """Scenario 1's deliveries/s from the newest results file that has it."""
+def _previous_rate(results_dir: Path, digest: str, tuned: dict, now: float) -> float | None:
+    """Scenario 1's deliveries/s from the newest results file that can stand in for it.
+
+    Only a run of the same code and worker settings, written in the last
+    PREVIOUS_RATE_MAX_AGE_S seconds, counts; otherwise scenarios 2 and 4 need scenario 1
+    in the same run or --rate.
+    """
     for path in sorted(results_dir.glob("*.json"), reverse=True):
+        if now - path.stat().st_mtime > PREVIOUS_RATE_MAX_AGE_S:
+            continue
         try:
             data = json.loads(path.read_text())
+            if data.get("source_digest") != digest or data.get("workers_tuned") != tuned:
+                continue
             return float(data["scenarios"]["1"]["service"]["deliveries_per_s"])
         except (ValueError, KeyError, TypeError):
             continue
@@ -204,14 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     # Started in the background by a shell, SIGINT may arrive ignored: make Ctrl-C count.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    digest = source_digest()
     results: dict = {
         "started_at": stamp,
         "machine": machine_info(),
         "config": config_dict(config),
         "workers_tuned": tuning(config),
-        "source_digest": source_digest(),
+        "source_digest": digest,
         "scenarios": {},
-        "previous_rate": _previous_rate(results_dir),
+        "previous_rate": _previous_rate(results_dir, digest, tuning(config), time.time()),
         "notes": [
             "The machine is shared: other processes' CPU is reported per scenario as "
             "cpu_seconds.other_processes; read the figures with their in-run baselines.",

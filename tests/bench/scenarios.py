@@ -178,6 +178,19 @@ def first_receipts(records: list[list], status_ok: bool = True) -> dict[tuple[st
     return first
 
 
+# How old a results file's scenario 1 may be for scenarios 2 and 4 of a later run to use
+# its rate: this machine's speed moves by a third within an hour, and a rate it can no
+# longer reach puts the 80% level over capacity.
+PREVIOUS_RATE_MAX_AGE_S = 15 * 60
+
+
+NO_RATE = (
+    "scenario {scenario} needs scenario 1's rate: run it too, or pass --rate "
+    "(a results file counts only when it is of the same code and worker settings and "
+    f"under {PREVIOUS_RATE_MAX_AGE_S // 60} minutes old)"
+)
+
+
 def delivery_rate(ctx: Context) -> tuple[float | None, str]:
     """Scenario 1's deliveries/s, for the constant-rate scenarios."""
     s1 = ctx.results.get("scenarios", {}).get("1")
@@ -187,7 +200,7 @@ def delivery_rate(ctx: Context) -> tuple[float | None, str]:
         return ctx.config.rate, "--rate"
     previous = ctx.results.get("previous_rate")
     if previous:
-        return previous, "scenario 1 of the latest results file"
+        return previous, "scenario 1 of a results file of the last minutes, same code"
     return None, ""
 
 
@@ -531,7 +544,7 @@ def scenario_2(ctx: Context) -> dict:
     """Ingest-to-receipt latency at 25/50/80% of scenario 1's rate (open loop)."""
     rate, source = delivery_rate(ctx)
     if not rate:
-        raise RuntimeError("scenario 2 needs scenario 1's rate: run it too, or pass --rate")
+        raise RuntimeError(NO_RATE.format(scenario=2))
     tag = "s2"
     org_id, key = new_org(ctx, "bench-s2")
     paths = [f"/{tag}/ok/{i}" for i in range(ENDPOINTS_PER_ORG)]
@@ -664,7 +677,7 @@ def scenario_4(ctx: Context) -> dict:
     """As scenario 2 at 50%, with 10% of the endpoints hanging until their 5 s timeout."""
     rate, source = delivery_rate(ctx)
     if not rate:
-        raise RuntimeError("scenario 4 needs scenario 1's rate: run it too, or pass --rate")
+        raise RuntimeError(NO_RATE.format(scenario=4))
     s2 = ctx.results.get("scenarios", {}).get("2", {}).get("levels", {}).get("50%")
     seconds = _level_seconds(ctx)
     if s2 is None:
