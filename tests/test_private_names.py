@@ -7,9 +7,9 @@ not define itself, and an underscore method that overrides one of a library's. (
 the project also defines somewhere passes: the check is a net for the common case, not a
 type checker.)
 
-One module is exempt, and only one: ``webhooks_worker/kombu_compat.py``, which overrides
+One module is exempt, and only one: ``webhooks_worker/compat.py``, which overrides
 two of kombu's private methods for a measured gain, behind a version check, with its own
-test (tests/webhooks_worker/test_kombu_compat.py) and an upper bound on kombu.
+test (tests/webhooks_worker/test_compat.py) and an upper bound on kombu.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("shared", "webhooks_api", "webhooks_worker")
 # The one compatibility module allowed to use a library's private names.
-COMPAT_MODULES = frozenset({Path("webhooks_worker/kombu_compat.py")})
+COMPAT_MODULES = frozenset({Path("webhooks_worker/compat.py")})
 # Hooks a library documents for subclasses to implement: marshmallow's custom fields.
 DOCUMENTED_HOOKS = frozenset({"_serialize", "_deserialize"})
 

@@ -11,7 +11,7 @@ A countdown task, which the worker holds in memory until it is due, is kept with
 strings every message repeats shared between them (``compact_if_held``), through the
 channel's ``Message`` class.
 
-The channel builds on ``webhooks_worker.kombu_compat``'s, which reads several waiting
+The channel builds on ``webhooks_worker.compat``'s, which reads several waiting
 tasks per round trip on the kombu versions it was checked against (kombu's own channel on
 any other).
 
@@ -29,7 +29,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-from .kombu_compat import channel_base
+from .compat import channel_base
 
 TRANSPORT = "webhooks_worker.broker:Transport"
 

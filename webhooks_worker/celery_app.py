@@ -16,7 +16,7 @@ from shared import db, lanes, queue, tracing
 from shared.config import get_settings, settings_or_exit
 from shared.queue import Task
 
-from . import broker, kombu_compat, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
+from . import broker, compat, observability, presence  # noqa: F401  (logging setup, log context, metrics counters)
 from .fair_share import PoolSeesPrefetchWindow
 from .publisher import Pending, Publisher
 from .routing import TASK_QUEUES, queue_for, route_task
@@ -347,7 +347,7 @@ def _warn_of_slower_or_unsafe_broker_settings(**_kwargs) -> None:
     if warning:
         log.warning(warning)
     if app.conf.broker_transport == broker.TRANSPORT:  # the channel that would batch reads
-        slower = kombu_compat.inactive_reason()
+        slower = compat.inactive_reason()
         if slower:
             log.warning(slower)
 

@@ -21,7 +21,7 @@ Guarded three ways, since private names change without notice:
   read against; with any other, ``channel_base()`` is kombu's own channel, unchanged, and
   the worker says so at start (``inactive_reason``).
 - pyproject.toml keeps kombu below the next minor version.
-- tests/webhooks_worker/test_kombu_compat.py fails on an installed kombu outside
+- tests/webhooks_worker/test_compat.py fails on an installed kombu outside
   ``CHECKED_KOMBU``, or one whose methods no longer have the shape used here, naming this
   module.
 
@@ -60,7 +60,7 @@ def inactive_reason(version: str = kombu.__version__) -> str | None:
     if _checked(version):
         return None
     return (
-        f"kombu {version} is not among the versions webhooks_worker/kombu_compat.py was "
+        f"kombu {version} is not among the versions webhooks_worker/compat.py was "
         f"checked against ({', '.join(CHECKED_KOMBU)}): workers take one task per Redis "
         "round trip (kombu's BRPOP), which is correct but slower"
     )

@@ -1,4 +1,4 @@
-"""webhooks_worker.kombu_compat: kombu's Redis read, several tasks per round trip.
+"""webhooks_worker.compat: kombu's Redis read, several tasks per round trip.
 
 The first two tests are the alarm for a kombu upgrade: they fail, naming the module, when
 the installed kombu is not one it was checked against or its private methods changed
@@ -17,18 +17,18 @@ from kombu import Connection, Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
 from tests.conftest import TEST_REDIS_URL
-from webhooks_worker import broker, kombu_compat
+from webhooks_worker import broker, compat
 
 UPGRADE_HINT = (
-    "webhooks_worker/kombu_compat.py overrides kombu's private Channel._brpop_start and "
+    "webhooks_worker/compat.py overrides kombu's private Channel._brpop_start and "
     "_brpop_read: read them in the new kombu, adjust the module, then add the version to "
     "CHECKED_KOMBU and move the bound in pyproject.toml"
 )
 
 
 def test_the_installed_kombu_is_one_the_module_was_checked_against():
-    assert kombu_compat.inactive_reason() is None, f"kombu {kombu.__version__}: {UPGRADE_HINT}"
-    assert broker.Channel.__mro__[1] is kombu_compat.BatchedReadChannel
+    assert compat.inactive_reason() is None, f"kombu {kombu.__version__}: {UPGRADE_HINT}"
+    assert broker.Channel.__mro__[1] is compat.BatchedReadChannel
 
 
 def test_kombus_private_names_still_have_the_shape_the_module_uses(connection):
@@ -47,11 +47,11 @@ def test_kombus_private_names_still_have_the_shape_the_module_uses(connection):
 
 
 def test_another_kombu_gets_kombus_own_channel_and_a_reason():
-    assert kombu_compat.channel_base("5.7.3") is kombu_compat.BatchedReadChannel
-    assert kombu_compat.channel_base("5.8.0") is kombu_redis.Channel
-    assert kombu_compat.channel_base("6.0.1") is kombu_redis.Channel
-    reason = kombu_compat.inactive_reason("5.8.0")
-    assert "kombu 5.8.0" in reason and "kombu_compat.py" in reason
+    assert compat.channel_base("5.7.3") is compat.BatchedReadChannel
+    assert compat.channel_base("5.8.0") is kombu_redis.Channel
+    assert compat.channel_base("6.0.1") is kombu_redis.Channel
+    reason = compat.inactive_reason("5.8.0")
+    assert "kombu 5.8.0" in reason and "compat.py" in reason
 
 
 def _connection(**transport_options) -> Connection:
