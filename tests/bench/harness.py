@@ -39,6 +39,9 @@ class BenchConfig:
 
     scenarios: list[int]
     scale: float = 1.0
+    # Scenario 1 this many times in the run, each on emptied tables: its target is a
+    # median over several runs with none far below, since one run moves with the machine.
+    rounds: int = 1
     # The workers run the Procfile's `worker:` line as shipped; each of these, when set,
     # tunes it (and the run is labelled tuned): delivery processes, most threads and core
     # threads per process (WEBHOOKS_WORKER_PROCESSES, _CONCURRENCY, _CORE_THREADS), and
