@@ -1,7 +1,8 @@
 # The test run CI makes (.ci/run calls `make test`), and the lockfiles it installs from.
 #
 #   make test   a fresh .venv from requirements-test.txt (hash-checked), the project
-#               installed into it without resolving anything, then ruff and pytest on
+#               installed into it without resolving anything, then ruff (lint, and a
+#               check that every file is as `ruff format` leaves it) and pytest on
 #               two xdist workers (each with its own database and Redis db:
 #               tests/conftest.py; tests grouped with xdist_group run on one worker)
 #   make lock   regenerate requirements.txt (the image's runtime set) and
@@ -20,6 +21,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes $(UPGRADE)
 # celery, gunicorn) by name.
 test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ruff check .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ruff format --check .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -n 2 --dist loadgroup
 
 venv:

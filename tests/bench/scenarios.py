@@ -441,8 +441,7 @@ def scenario_1(ctx: Context) -> dict:
                     f"{new_connection['posts_received']}/{expected}",
                     num(new_connection["seconds"], 2),
                     num(new_connection["posts_per_s"]),
-                    "the same task with requests.post: a new connection per post "
-                    "(reference only)",
+                    "the same task with requests.post: a new connection per post (reference only)",
                 ],
                 ["ratio to it", "", "", num(ratio_new_connection, 2), "reference only"],
                 [

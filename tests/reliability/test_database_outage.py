@@ -106,8 +106,10 @@ def test_database_restart_loses_no_accepted_message_and_answers_503(stack, make_
     assert duplicate_tries(engine) == []
     assert scalar(engine, "SELECT count(*) FROM messages") == len(accepted)
     wait_until(
-        lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
-        == len(accepted),
+        lambda: (
+            scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+            == len(accepted)
+        ),
         timeout=30,
     )
     counts = receipts(receiver)

@@ -145,9 +145,7 @@ def test_recover_resends_each_failed_delivery_in_the_window_once(client, org, re
     receiver.reply(200)
 
     def recover(**window) -> int:
-        resp = client.post(
-            f"/v1/webhooks/{endpoint_id}/recover", json=window, headers=org.headers
-        )
+        resp = client.post(f"/v1/webhooks/{endpoint_id}/recover", json=window, headers=org.headers)
         assert resp.status_code == 202, resp.json
         assert resp.json["success"] is True
         return resp.json["data"]["recovered"]

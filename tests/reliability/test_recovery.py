@@ -141,8 +141,7 @@ def test_lost_tries_are_attempted_within_60s_of_being_due(stack, make_receiver):
 
     # Each try recorded once; the killed try once (its repeat is the same try 1).
     wait_until(
-        lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
-        == 5,
+        lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'") == 5,
         timeout=20,
     )
     assert duplicate_tries(engine) == []

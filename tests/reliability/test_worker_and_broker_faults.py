@@ -29,9 +29,7 @@ KILLS = 3
 RECOVERY_BOUND = 60.0
 
 
-def test_no_message_lost_when_the_worker_is_killed_and_redis_restarts_empty(
-    stack, make_receiver
-):
+def test_no_message_lost_when_the_worker_is_killed_and_redis_restarts_empty(stack, make_receiver):
     receivers = [make_receiver(), make_receiver()]
     api = stack.start_api()
     worker = stack.start_worker(concurrency=CONCURRENCY)
@@ -78,8 +76,10 @@ def test_no_message_lost_when_the_worker_is_killed_and_redis_restarts_empty(
     finished = time.monotonic() - started
     engine = stack.engine
     wait_until(
-        lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
-        == MESSAGES * len(receivers),
+        lambda: (
+            scalar(engine, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+            == MESSAGES * len(receivers)
+        ),
         timeout=30,
     )
 
@@ -94,15 +94,13 @@ def test_no_message_lost_when_the_worker_is_killed_and_redis_restarts_empty(
     assert per_delivery == []
     recorded = scalar(engine, "SELECT count(*) FROM attempts")
     total_receipts = sum(sum(receipts(r).values()) for r in receivers)
-    duplicates = sum(
-        count - 1 for r in receivers for count in receipts(r).values() if count > 1
-    )
+    duplicates = sum(count - 1 for r in receivers for count in receipts(r).values() if count > 1)
     # Every receipt is a recorded attempt, except the posts of tries killed with a worker.
     assert total_receipts == recorded + duplicates
     latencies = sorted(
         min(req.at for req in r.requests if req.headers["webhook-id"] == mid) - at
         for r in receivers
-        for mid, at in list(accepted.items())[:: 50]
+        for mid, at in list(accepted.items())[::50]
     )
     print(
         f"\n{MESSAGES} messages x {len(receivers)} endpoints in {finished:.1f}s; "

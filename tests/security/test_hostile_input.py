@@ -83,9 +83,7 @@ def test_an_unstorable_value_in_an_array_of_events_names_the_event(client, org) 
         assert problem in resp.json["message"]
 
 
-@pytest.mark.parametrize(
-    "timestamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
-)
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 def test_timestamp_out_of_range_is_400(client, org, timestamp: str) -> None:
     raw = json.dumps(_event(org.id, timestamp=timestamp)).encode()
     resp = _post(client, "/api/internal/events", raw, PLATFORM)

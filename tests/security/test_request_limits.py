@@ -98,9 +98,7 @@ def test_bodies_over_the_limit_are_413_with_or_without_content_length(api):
     assert status == 413 and body["statusCode"] == 413
     # Only an array of events may exceed the limit: one event alone may not.
     single = json.dumps(_padded_event(org, 0, LIMIT + 100)).encode()
-    resp = api.post(
-        "/api/internal/events", data=single, headers={**PLATFORM, **JSON}
-    )
+    resp = api.post("/api/internal/events", data=single, headers={**PLATFORM, **JSON})
     assert resp.status_code == 413 and resp.json()["statusCode"] == 413
     status, body = _chunked(api, "/api/internal/events", single, PLATFORM)
     assert status == 413 and body["statusCode"] == 413
@@ -153,21 +151,41 @@ BAD_BODIES = [
     ("/v1/webhooks", "{" + HOOK + ", ", "application/json", "not valid JSON"),
     ("/v1/webhooks", "url=http://x", "application/x-www-form-urlencoded", "must be JSON"),
     ("/v1/webhooks", '{"url": 5, ' + EVENTS + "}", "application/json", "url"),
-    ("/v1/webhooks", "{" + HOOK + ', "event_types": "sandbox.started"}', "application/json",
-     "event_types"),
-    ("/v1/webhooks", "{" + HOOK + ", " + EVENTS + ', "timeout_seconds": "30"}',
-     "application/json", "timeout_seconds"),
-    ("/v1/webhooks", "{" + HOOK + ", " + EVENTS + ', "colour": "red"}', "application/json",
-     "colour"),
+    (
+        "/v1/webhooks",
+        "{" + HOOK + ', "event_types": "sandbox.started"}',
+        "application/json",
+        "event_types",
+    ),
+    (
+        "/v1/webhooks",
+        "{" + HOOK + ", " + EVENTS + ', "timeout_seconds": "30"}',
+        "application/json",
+        "timeout_seconds",
+    ),
+    (
+        "/v1/webhooks",
+        "{" + HOOK + ", " + EVENTS + ', "colour": "red"}',
+        "application/json",
+        "colour",
+    ),
     ("/v1/webhooks", "[]", "application/json", ""),
     ("/v1/webhooks", '{"url": NaN}', "application/json", "not valid JSON"),
     ("/api/internal/events", "[]", "application/json", "1 to 1000"),
     ("/api/internal/events", '"sandbox.created"', "application/json", "event"),
     ("/api/internal/events", "\udcff{}", "application/json", "not valid JSON"),
-    ("/events/webhooks/sandboxes", "{" + HOOK + ', "events": ["create"], "x": 1}',
-     "application/json", "x"),
-    ("/events/webhooks/sandboxes", "{" + HOOK + ', "events": "create"}', "application/json",
-     "events"),
+    (
+        "/events/webhooks/sandboxes",
+        "{" + HOOK + ', "events": ["create"], "x": 1}',
+        "application/json",
+        "x",
+    ),
+    (
+        "/events/webhooks/sandboxes",
+        "{" + HOOK + ', "events": "create"}',
+        "application/json",
+        "events",
+    ),
 ]
 
 

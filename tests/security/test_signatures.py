@@ -79,9 +79,7 @@ def test_during_a_rotation_old_and_new_secrets_both_verify(client, org, receiver
         headers=org.headers,
     ).json["data"]
     old = endpoint["secret"]
-    resp = client.post(
-        f"/v1/webhooks/{endpoint['endpoint_id']}/rotate-secret", headers=org.headers
-    )
+    resp = client.post(f"/v1/webhooks/{endpoint['endpoint_id']}/rotate-secret", headers=org.headers)
     assert resp.status_code == 200
     new = resp.json["data"]["secret"]
     assert new != old and new.startswith("whsec_")

@@ -120,8 +120,9 @@ def test_every_loopback_form_is_refused_at_connect_time(stack, make_receiver, ho
 
     engine = stack.engine
     wait_until(
-        lambda: len(rows(engine, "SELECT id FROM deliveries WHERE status = 'failed'"))
-        == len(hosts),
+        lambda: (
+            len(rows(engine, "SELECT id FROM deliveries WHERE status = 'failed'")) == len(hosts)
+        ),
         timeout=30,
     )
     attempts = {

@@ -522,8 +522,7 @@ def test_idle_connections_are_capped_over_all_hosts(serve) -> None:
         for receiver in receivers:
             # Three posts at once: the host's pool grows to three handles.
             threads = [
-                threading.Thread(target=post, args=(delivery, receiver.address()))
-                for _ in range(3)
+                threading.Thread(target=post, args=(delivery, receiver.address())) for _ in range(3)
             ]
             for thread in threads:
                 thread.start()

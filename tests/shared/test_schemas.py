@@ -133,9 +133,10 @@ def test_the_live_attempt_event_names_its_fields_in_order_and_says_whether_more_
     failed = Outcome(delivery_id=attempt.delivery_id, attempt=attempt, delivery_status="failed")
     assert AttemptEventSchema().dump(failed)["final"] is True
     # Without a delivery status (a test attempt), the task's own word decides.
-    assert AttemptEventSchema().dump(Outcome(delivery_id="d", attempt=attempt, final=True))[
-        "final"
-    ] is True
+    assert (
+        AttemptEventSchema().dump(Outcome(delivery_id="d", attempt=attempt, final=True))["final"]
+        is True
+    )
 
 
 V1_BODY = {"url": "https://hooks.example.com/b", "event_types": ["sandbox.created"]}

@@ -67,8 +67,8 @@ class TeamHookCreatedSchema(through(TeamHookSchema, "endpoint")):
         attribute="secret",
         metadata={
             "description": "Standard Webhooks signing secret (whsec_...); shown only once",
-            "example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        }
+            "example": "whsec_XW4lMMdZZ3ry/w+3Exw2Uu/WIIhjNpLQ",
+        },
     )
 
 
