@@ -182,19 +182,24 @@ def _over_rounds(rounds: list[dict], planned: int, out) -> dict:
         return {"rounds": rounds}
     ratios = [r["ratio"] for r in measured]
     median = statistics.median(ratios)
+    # The service's share of the bare task on its own worker design: how far trimming could go.
+    shares = [r["service_share_of_ceiling"] for r in measured if r.get("service_share_of_ceiling")]
+    share_median = statistics.median(shares) if shares else None
     result = {
         **measured[(len(measured) - 1) // 2],
         "rounds": rounds,
         "ratios": [r.get("ratio") for r in rounds],
         "ratio_median": round(median, 3),
         "ratio_lowest": ratios[0],
+        "share_of_ceiling_median": round(share_median, 3) if share_median else None,
     }
     if len(rounds) == planned:
         out(
             f"\nscenario 1 over {planned} rounds: ratios "
             + ", ".join(num(r, 2) for r in result["ratios"])
             + f"; median {median:.2f}, lowest {ratios[0]:.2f} "
-            "(target: median >= 1.50, none under 1.30)"
+            "(target: median >= 1.50, none under 1.30); service / ceiling: median "
+            + num(share_median, 2)
         )
     return result
 
