@@ -170,18 +170,9 @@ class PostgresCluster:
             "-c max_connections=300"
         )
         self._run(
-            _postgres_bin("pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.log),
-            "-w",
-            "-t",
-            "30",
-            "start",
-        )
+            _postgres_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log),
+            "-w", "-t", "30", "start",
+        )  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; ``fast`` disconnects every client, ``immediate`` is a crash."""
@@ -313,27 +304,14 @@ class Stack:
         service = Service(
             name,
             [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "webhooks_worker.celery_app",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--hostname",
-                f"{name}-{self._count}@%h",
+                sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "worker",
+                "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "--hostname", f"{name}-{self._count}@%h",
             ],
             self._merged_env(env),
             self._log(name),
-        )
+        )  # fmt: skip
         self.services.append(service)
         service.wait_for_log("ready.")
         return service
@@ -343,20 +321,12 @@ class Stack:
         service = Service(
             name,
             [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "webhooks_worker.celery_app",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(log.with_suffix(".schedule")),
+                sys.executable, "-m", "celery", "-A", "webhooks_worker.celery_app", "beat",
+                "--loglevel", "INFO", "--schedule", str(log.with_suffix(".schedule")),
             ],
             self._merged_env(None),
             log,
-        )
+        )  # fmt: skip
         self.services.append(service)
         service.wait_for_log("beat: Starting")
         return service
@@ -366,28 +336,16 @@ class Stack:
         service = Service(
             name,
             [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "webhooks_api.wsgi:app",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "1",
-                "--threads",
-                "16",
-                "--timeout",
-                "60",
-                "--access-logfile",
-                "-",
+                sys.executable, "-m", "gunicorn", "webhooks_api.wsgi:app",
+                "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
+                "--workers", "1", "--threads", "16", "--timeout", "60",
+                "--access-logfile", "-",
                 # The control socket's default path is shared by every gunicorn of the user.
                 "--no-control-socket",
             ],
             self._merged_env(env),
             self._log(name),
-        )
+        )  # fmt: skip
         self.services.append(service)
         api = Api(service, f"http://127.0.0.1:{port}")
 
