@@ -258,14 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     digest = source_digest()
+    tuned = tuning(config)
     results: dict = {
         "started_at": stamp,
         "machine": machine_info(),
         "config": config_dict(config),
-        "workers_tuned": tuning(config),
+        "workers_tuned": tuned,
         "source_digest": digest,
         "scenarios": {},
-        "previous_rate": _previous_rate(results_dir, digest, tuning(config), time.time()),
+        "previous_rate": _previous_rate(results_dir, digest, tuned, time.time()),
         "notes": [
             "The machine is shared: other processes' CPU is reported per scenario as "
             "cpu_seconds.other_processes; read the figures with their in-run baselines.",
@@ -283,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{machine['memory_gib']} GiB, load {', '.join(f'{x:.2f}' for x in machine['loadavg'])}"
         )
         out("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
-        tuned = tuning(config)
         workers = (
             "TUNED workers (" + ", ".join(f"{k} {v}" for k, v in tuned.items()) + ")"
             if tuned
